@@ -1,0 +1,198 @@
+use std::collections::HashMap;
+
+use retail_core::{Event, EventKind, ExitReason, PtsNs, StreamId, TrackedObject};
+
+use crate::zone::ZoneChange;
+use crate::{Anchor, AnalyticsConfig, LineCounter, ZoneMonitor};
+
+/// Events and zone occupancy of one frame.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FrameAnalytics {
+    pub events: Vec<Event>,
+    /// People inside each zone, in config order.
+    pub occupancy: Vec<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LineTotals {
+    pub name: String,
+    pub ins: u64,
+    pub outs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ZoneTotals {
+    pub name: String,
+    pub peak: usize,
+    pub visits: u64,
+    pub mean_dwell_s: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalyzerSummary {
+    pub lines: Vec<LineTotals>,
+    pub zones: Vec<ZoneTotals>,
+}
+
+/// Lines and zones of one stream, fed frame by frame with the tracker's output.
+pub struct Analyzer {
+    stream: StreamId,
+    start_time_us: i64,
+    anchor: Anchor,
+    lines: Vec<LineCounter>,
+    zones: Vec<ZoneMonitor>,
+    last_seen: HashMap<u64, PtsNs>,
+}
+
+impl Analyzer {
+    /// `start_time_us`: wall-clock time of pts 0, in Unix microseconds.
+    pub fn new(config: &AnalyticsConfig, stream: StreamId, start_time_us: i64) -> Self {
+        Analyzer {
+            stream,
+            start_time_us,
+            anchor: config.anchor,
+            lines: config.lines.iter().cloned().map(LineCounter::new).collect(),
+            zones: config.zones.iter().cloned().map(ZoneMonitor::new).collect(),
+            last_seen: HashMap::new(),
+        }
+    }
+
+    fn event(&self, track_id: u64, pts_ns: PtsNs, kind: EventKind) -> Event {
+        Event {
+            stream: self.stream.clone(),
+            track_id,
+            pts_ns,
+            time_us: self.start_time_us + (pts_ns / 1000) as i64,
+            kind,
+        }
+    }
+
+    /// Feeds one frame: the confirmed tracks seen in it and the ids whose tracks ended.
+    pub fn process(&mut self, pts: PtsNs, active: &[TrackedObject], ended: &[u64]) -> FrameAnalytics {
+        let mut events = Vec::new();
+        for id in ended {
+            events.extend(self.end_track(*id, ExitReason::TrackLost));
+        }
+        for t in active {
+            self.last_seen.insert(t.track_id, pts);
+            let p = match self.anchor {
+                Anchor::BottomCenter => t.bbox.bottom_center(),
+                Anchor::Center => t.bbox.center(),
+            };
+            let p = [p.x, p.y];
+            for i in 0..self.lines.len() {
+                if let Some(direction) = self.lines[i].observe(t.track_id, p) {
+                    let line = self.lines[i].config.name.clone();
+                    events.push(self.event(t.track_id, pts, EventKind::LineCrossing { line, direction }));
+                }
+            }
+            for i in 0..self.zones.len() {
+                let change = self.zones[i].observe(t.track_id, p, pts);
+                let zone = self.zones[i].config.name.clone();
+                match change {
+                    Some(ZoneChange::Enter) => events.push(self.event(t.track_id, pts, EventKind::ZoneEnter { zone })),
+                    Some(ZoneChange::Exit { dwell_ns }) => events.push(self.event(
+                        t.track_id,
+                        pts,
+                        EventKind::ZoneExit { zone, dwell_s: dwell_ns as f64 / 1e9, reason: ExitReason::Left },
+                    )),
+                    None => {}
+                }
+            }
+        }
+        FrameAnalytics { events, occupancy: self.zones.iter().map(ZoneMonitor::occupancy).collect() }
+    }
+
+    /// Closes a track's open visits at the time it was last seen.
+    fn end_track(&mut self, track_id: u64, reason: ExitReason) -> Vec<Event> {
+        let Some(pts) = self.last_seen.remove(&track_id) else { return Vec::new() };
+        for line in &mut self.lines {
+            line.forget(track_id);
+        }
+        let mut events = Vec::new();
+        for i in 0..self.zones.len() {
+            if let Some(ZoneChange::Exit { dwell_ns }) = self.zones[i].end_visit(track_id, pts) {
+                let zone = self.zones[i].config.name.clone();
+                events.push(self.event(track_id, pts, EventKind::ZoneExit { zone, dwell_s: dwell_ns as f64 / 1e9, reason }));
+            }
+        }
+        events
+    }
+
+    /// End of stream: closes every open visit.
+    pub fn finish(&mut self) -> Vec<Event> {
+        let mut ids: Vec<u64> = self.last_seen.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter().flat_map(|id| self.end_track(id, ExitReason::EndOfStream)).collect()
+    }
+
+    pub fn zone_names(&self) -> Vec<String> {
+        self.zones.iter().map(|z| z.config.name.clone()).collect()
+    }
+
+    pub fn line_names(&self) -> Vec<String> {
+        self.lines.iter().map(|l| l.config.name.clone()).collect()
+    }
+
+    pub fn summary(&self) -> AnalyzerSummary {
+        AnalyzerSummary {
+            lines: self.lines.iter().map(|l| LineTotals { name: l.config.name.clone(), ins: l.ins, outs: l.outs }).collect(),
+            zones: self
+                .zones
+                .iter()
+                .map(|z| ZoneTotals {
+                    name: z.config.name.clone(),
+                    peak: z.peak,
+                    visits: z.visits,
+                    mean_dwell_s: z.mean_dwell_s(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LineConfig, ZoneConfig};
+    use retail_core::{BBox, Direction};
+
+    const S: u64 = 1_000_000_000;
+
+    fn person(id: u64, x: f32, feet_y: f32) -> TrackedObject {
+        TrackedObject { track_id: id, bbox: BBox::new(x - 0.03, feet_y - 0.2, x + 0.03, feet_y), score: 0.9 }
+    }
+
+    #[test]
+    fn walk_through_door_into_zone_and_get_lost() {
+        let config = AnalyticsConfig {
+            lines: vec![LineConfig { name: "door".into(), from: [0.0, 0.5], to: [1.0, 0.5], inside: [0.5, 1.0], hysteresis: 0.02 }],
+            zones: vec![ZoneConfig { name: "aisle".into(), polygon: vec![[0.0, 0.7], [1.0, 0.7], [1.0, 1.0], [0.0, 1.0]], hysteresis: 0.01 }],
+            ..Default::default()
+        };
+        let mut a = Analyzer::new(&config, "cam".into(), 1_000_000);
+        let mut events = Vec::new();
+        for (f, y) in [0.3f32, 0.45, 0.55, 0.65, 0.75, 0.8, 0.85].iter().enumerate() {
+            let out = a.process(f as u64 * S, &[person(4, 0.5, *y)], &[]);
+            events.extend(out.events);
+        }
+        let out = a.process(10 * S, &[], &[4]);
+        events.extend(out.events);
+        assert_eq!(out.occupancy, vec![0]);
+        let kinds: Vec<_> = events.iter().map(|e| e.kind.clone()).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EventKind::LineCrossing { line: "door".into(), direction: Direction::In },
+                EventKind::ZoneEnter { zone: "aisle".into() },
+                EventKind::ZoneExit { zone: "aisle".into(), dwell_s: 2.0, reason: ExitReason::TrackLost },
+            ]
+        );
+        assert_eq!(events[0].pts_ns, 2 * S);
+        assert_eq!(events[0].time_us, 1_000_000 + 2_000_000);
+        let s = a.summary();
+        assert_eq!((s.lines[0].ins, s.lines[0].outs), (1, 0));
+        assert_eq!(s.zones[0].mean_dwell_s, Some(2.0));
+        assert_eq!(s.zones[0].peak, 1);
+    }
+}

@@ -1,0 +1,15 @@
+//! Turns tracks into the numbers a store runs on: in/out crossings of door lines (with
+//! hysteresis, so someone lingering on a line is counted once), zone occupancy per frame and
+//! dwell time per visit. All geometry is normalised to 0..1 so a config survives a change of
+//! camera resolution.
+
+mod analyzer;
+mod config;
+mod geometry;
+mod line;
+mod zone;
+
+pub use analyzer::{Analyzer, AnalyzerSummary, FrameAnalytics, LineTotals, ZoneTotals};
+pub use config::{Anchor, AnalyticsConfig, LineConfig, ZoneConfig};
+pub use line::LineCounter;
+pub use zone::ZoneMonitor;

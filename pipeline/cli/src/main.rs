@@ -1,0 +1,114 @@
+//! `retail-ai`: people analytics from store video.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use retail_ai::{AnalyzeRequest, Config, analyze, render_table};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "retail-ai", version, about = "People analytics from store video: footfall, occupancy, dwell")]
+struct Cli {
+    /// Log filter (tracing syntax), e.g. `info`, `retail_ai=debug`; also read from RUST_LOG.
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Analyse one video file: detect and track people, count line crossings, measure zone
+    /// occupancy and dwell. Writes events.jsonl, aggregates/*.parquet and summary.json to --out.
+    Analyze {
+        /// Video file (mp4, mkv, avi, ... whatever GStreamer's decodebin handles).
+        input: PathBuf,
+        /// Analysis config (TOML): lines, zones, detector, tracker. Without it: defaults, no
+        /// lines or zones (people are still counted).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Output directory; created if missing. Files appear only when the analysis succeeds.
+        #[arg(long, short, default_value = "results")]
+        out: PathBuf,
+        /// Also write the video with boxes, track ids, lines and zones drawn (H.264 MP4, or MKV
+        /// by extension).
+        #[arg(long, value_name = "VIDEO")]
+        annotate: Option<PathBuf>,
+        /// Also write every frame's detections (frame, pts, box in pixels, score, track id) as
+        /// JSON lines, for audits of count accuracy and model evaluation.
+        #[arg(long, value_name = "FILE")]
+        detections: Option<PathBuf>,
+        /// Stream id in events and aggregates (overrides stream.id; default: file name stem).
+        #[arg(long)]
+        stream_id: Option<String>,
+        /// Wall-clock time of the first frame, RFC 3339 (overrides stream.start-time).
+        #[arg(long, value_name = "TIME")]
+        start_time: Option<String>,
+        /// Parallel inference sessions (overrides detector.workers; 0 = one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Print the summary as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Report what this binary finds: GStreamer and its elements, ONNX Runtime, the model.
+    Doctor,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Analyze { input, config, out, annotate, detections, stream_id, start_time, workers, json, quiet } => {
+            let mut cfg = Config::load(config.as_deref())?;
+            if let Some(id) = stream_id {
+                cfg.stream.id = Some(id);
+            }
+            if let Some(t) = start_time {
+                cfg.stream.start_time = Some(t);
+            }
+            if let Some(w) = workers {
+                cfg.detector.workers = w;
+            }
+            cfg.validate().map_err(|e| anyhow::anyhow!("invalid option: {e}"))?;
+            let req = AnalyzeRequest {
+                input,
+                config: cfg,
+                out_dir: Some(out.clone()),
+                annotate,
+                detections,
+                progress: !quiet && std::io::stderr().is_terminal(),
+            };
+            let summary = analyze(&req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", render_table(&summary, Some(&out)));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doctor => {
+            let (ok, report) = retail_ai::doctor::run();
+            print!("{report}");
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}

@@ -1,0 +1,59 @@
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// `[detector]` section of the analysis config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DetectorConfig {
+    /// Model manifest; unset means the bundled NanoDet-g manifest.
+    pub manifest: Option<PathBuf>,
+    /// Model file; unset means the manifest's `file` in the model cache.
+    pub model: Option<PathBuf>,
+    /// Confident-detection threshold; unset means the manifest's `thresholds.score`.
+    pub score_threshold: Option<f32>,
+    /// Candidates down to this score are kept for the tracker's second association.
+    pub min_score: f32,
+    /// NMS IoU; unset means the manifest's `thresholds.nms-iou`.
+    pub nms_iou: Option<f32>,
+    /// Parallel inference sessions (one single-threaded session per core is fastest);
+    /// 0 means one per available core.
+    pub workers: usize,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig { manifest: None, model: None, score_threshold: None, min_score: 0.1, nms_iou: None, workers: 0 }
+    }
+}
+
+impl DetectorConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let unit = |name: &str, v: f32| {
+            if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(format!("detector.{name} must be within 0..1, got {v}")) }
+        };
+        unit("min-score", self.min_score)?;
+        if let Some(s) = self.score_threshold {
+            unit("score-threshold", s)?;
+            if s < self.min_score {
+                return Err(format!(
+                    "detector.score-threshold ({s}) must not be below detector.min-score ({})",
+                    self.min_score
+                ));
+            }
+        }
+        if let Some(v) = self.nms_iou {
+            unit("nms-iou", v)?;
+        }
+        Ok(())
+    }
+
+    /// Number of inference sessions to run.
+    pub fn resolved_workers(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}

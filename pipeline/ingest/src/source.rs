@@ -1,0 +1,376 @@
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use crate::{IngestConfig, IngestError};
+
+/// Channel order of the packed 8-bit frames handed to the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelOrder {
+    Bgr,
+    Rgb,
+}
+
+/// What a source should produce.
+#[derive(Clone, Debug)]
+pub struct SourceSpec {
+    /// Size of the model-input frames (plain resize, no letterbox).
+    pub width: u32,
+    pub height: u32,
+    pub order: PixelOrder,
+    /// Also hand on each frame at its original size as RGBx, for drawing an annotated video.
+    pub display: bool,
+}
+
+/// Facts about the decoded stream, known after preroll.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VideoInfo {
+    /// Decoded frame size before scaling.
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second from the caps, when the stream declares one.
+    pub fps: Option<f64>,
+    /// Duration the container announces.
+    pub duration_ns: Option<u64>,
+}
+
+impl VideoInfo {
+    /// Frame count estimated from duration and rate, for progress reporting.
+    pub fn estimated_frames(&self) -> Option<u64> {
+        Some((self.duration_ns? as f64 / 1e9 * self.fps?).round() as u64)
+    }
+}
+
+/// A full-size frame in packed RGBx, for annotation.
+#[derive(Clone, Debug)]
+pub struct DisplayFrame {
+    pub width: u32,
+    pub height: u32,
+    /// `width * height * 4` bytes, rows packed.
+    pub rgbx: Vec<u8>,
+}
+
+/// One decoded frame, scaled to the model's input size.
+#[derive(Clone, Debug)]
+pub struct VideoFrame {
+    /// 0-based position in the stream.
+    pub index: u64,
+    pub pts_ns: u64,
+    pub duration_ns: Option<u64>,
+    /// `width * height * 3` bytes, packed rows, in the spec's channel order.
+    pub pixels: Vec<u8>,
+    pub display: Option<DisplayFrame>,
+}
+
+/// Decodes one video file into frames; see the crate docs for the pipeline.
+pub struct FileSource {
+    path: PathBuf,
+    pipeline: gst::Pipeline,
+    model_sink: gst_app::AppSink,
+    display_sink: Option<gst_app::AppSink>,
+    info: VideoInfo,
+    spec: SourceSpec,
+    min_decoded_fraction: f64,
+    next_index: u64,
+    last_end_ns: u64,
+    finished: bool,
+}
+
+const PREROLL_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+
+impl FileSource {
+    /// Opens `path` and prerolls the pipeline, so that a file that is not a video fails here,
+    /// before any output is written.
+    pub fn open(path: &Path, spec: SourceSpec, config: &IngestConfig) -> Result<Self, IngestError> {
+        crate::init()?;
+        let meta = std::fs::metadata(path).map_err(|e| IngestError::Unreadable {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if !meta.is_file() {
+            return Err(IngestError::Unreadable { path: path.to_owned(), reason: "not a regular file".into() });
+        }
+        if meta.len() == 0 {
+            return Err(IngestError::NotVideo { path: path.to_owned(), message: "file is empty".into() });
+        }
+        for element in ["filesrc", "decodebin", "videoscale", "videoconvert", "appsink"] {
+            if gst::ElementFactory::find(element).is_none() {
+                return Err(IngestError::MissingElement { element: element.into() });
+            }
+        }
+        let format = match spec.order {
+            PixelOrder::Bgr => "BGR",
+            PixelOrder::Rgb => "RGB",
+        };
+        let (w, h) = (spec.width, spec.height);
+        // Scale first, in the decoder's format (no format in the first caps), then convert.
+        let model_branch = format!(
+            "videoscale name=scale ! video/x-raw,width={w},height={h} ! videoconvert ! \
+             video/x-raw,format={format},width={w},height={h} ! appsink name=model"
+        );
+        // decodebin stops at raw video; other streams (audio, subtitles) come out undecoded
+        // and go to a fakesink, so they cost nothing and never stall the demuxer.
+        let desc = if spec.display {
+            format!(
+                "filesrc name=src ! decodebin name=dec caps=video/x-raw  tee name=head \
+                 head. ! queue max-size-buffers=4 ! {model_branch} \
+                 head. ! queue max-size-buffers=4 ! videoconvert ! video/x-raw,format=RGBx ! appsink name=display"
+            )
+        } else {
+            format!("filesrc name=src ! decodebin name=dec caps=video/x-raw  {model_branch}")
+        };
+        let pipeline_err = |message: String| IngestError::Pipeline { context: path.display().to_string(), message };
+        let pipeline = gst::parse::launch(&desc)
+            .map_err(|e| pipeline_err(e.to_string()))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| pipeline_err("not a pipeline".into()))?;
+        let head = pipeline
+            .by_name(if spec.display { "head" } else { "scale" })
+            .ok_or_else(|| pipeline_err("no head element".into()))?;
+        let decodebin = pipeline.by_name("dec").ok_or_else(|| pipeline_err("no decodebin".into()))?;
+        let weak_pipeline = pipeline.downgrade();
+        decodebin.connect_pad_added(move |_, pad| {
+            let is_video = pad
+                .current_caps()
+                .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/x-raw")))
+                .unwrap_or(false);
+            let sink = head.static_pad("sink").expect("head element has a sink pad");
+            if is_video && !sink.is_linked() {
+                let _ = pad.link(&sink);
+                return;
+            }
+            // Any further stream: drain it.
+            let Some(pipeline) = weak_pipeline.upgrade() else { return };
+            if let Ok(fake) = gst::ElementFactory::make("fakesink").property("sync", false).build() {
+                let _ = pipeline.add(&fake);
+                let _ = fake.sync_state_with_parent();
+                if let Some(fsink) = fake.static_pad("sink") {
+                    let _ = pad.link(&fsink);
+                }
+            }
+        });
+        let src = pipeline.by_name("src").ok_or_else(|| pipeline_err("no filesrc".into()))?;
+        src.set_property("location", path.to_string_lossy().as_ref());
+        let sink = |name: &str| -> Result<gst_app::AppSink, IngestError> {
+            let sink = pipeline
+                .by_name(name)
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                .ok_or_else(|| pipeline_err(format!("no appsink {name}")))?;
+            sink.set_max_buffers(config.queue_frames);
+            sink.set_drop(false);
+            sink.set_property("sync", false);
+            Ok(sink)
+        };
+        let model_sink = sink("model")?;
+        let display_sink = if spec.display { Some(sink("display")?) } else { None };
+
+        let mut source = FileSource {
+            path: path.to_owned(),
+            pipeline,
+            model_sink,
+            display_sink,
+            info: VideoInfo { width: 0, height: 0, fps: None, duration_ns: None },
+            spec,
+            min_decoded_fraction: config.min_decoded_fraction,
+            next_index: 0,
+            last_end_ns: 0,
+            finished: false,
+        };
+        source.preroll()?;
+        Ok(source)
+    }
+
+    fn preroll(&mut self) -> Result<(), IngestError> {
+        if let Err(e) = self.pipeline.set_state(gst::State::Paused) {
+            return Err(self.bus_error().unwrap_or_else(|| self.not_video(e.to_string())));
+        }
+        let bus = self.pipeline.bus().expect("a pipeline always has a bus");
+        let deadline = Instant::now() + PREROLL_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.not_video(format!("no video stream found within {} s", PREROLL_TIMEOUT.as_secs())));
+            }
+            let Some(msg) = bus.timed_pop_filtered(
+                gst::ClockTime::from_mseconds(left.as_millis() as u64),
+                &[gst::MessageType::Error, gst::MessageType::AsyncDone, gst::MessageType::Eos],
+            ) else {
+                continue;
+            };
+            match msg.view() {
+                gst::MessageView::Error(err) => {
+                    return Err(self.not_video(error_text(err)));
+                }
+                gst::MessageView::Eos(_) => return Err(IngestError::NoFrames { path: self.path.clone() }),
+                gst::MessageView::AsyncDone(_) => break,
+                _ => {}
+            }
+        }
+        let caps = self
+            .pipeline
+            .by_name("scale")
+            .and_then(|s| s.static_pad("sink"))
+            .and_then(|p| p.current_caps())
+            .ok_or_else(|| IngestError::NoFrames { path: self.path.clone() })?;
+        let info = gst_video::VideoInfo::from_caps(&caps).map_err(|e| self.not_video(e.to_string()))?;
+        let fps = info.fps();
+        self.info = VideoInfo {
+            width: info.width(),
+            height: info.height(),
+            fps: (fps.numer() > 0 && fps.denom() > 0).then(|| fps.numer() as f64 / fps.denom() as f64),
+            duration_ns: self.pipeline.query_duration::<gst::ClockTime>().map(|d| d.nseconds()),
+        };
+        self.pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| self.bus_error().unwrap_or_else(|| self.not_video(e.to_string())))?;
+        Ok(())
+    }
+
+    pub fn info(&self) -> &VideoInfo {
+        &self.info
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn not_video(&self, message: String) -> IngestError {
+        IngestError::NotVideo { path: self.path.clone(), message }
+    }
+
+    fn bus_error(&self) -> Option<IngestError> {
+        let msg = self.pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
+        match msg.view() {
+            gst::MessageView::Error(err) => Some(IngestError::Decode {
+                path: self.path.clone(),
+                frames: self.next_index,
+                position_s: self.last_end_ns as f64 / 1e9,
+                message: error_text(err),
+            }),
+            _ => None,
+        }
+    }
+
+    fn pull(&self, sink: &gst_app::AppSink) -> Result<Option<gst::Sample>, IngestError> {
+        loop {
+            if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_nseconds(POLL.as_nanos() as u64)) {
+                return Ok(Some(sample));
+            }
+            // An upstream error does not wake appsink, so look at the bus between polls.
+            if let Some(err) = self.bus_error() {
+                return Err(err);
+            }
+            if sink.is_eos() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The next frame, or `None` at the end of the stream. Errors name the file and position.
+    pub fn next_frame(&mut self) -> Result<Option<VideoFrame>, IngestError> {
+        if self.finished {
+            return Ok(None);
+        }
+        let Some(sample) = self.pull(&self.model_sink.clone())? else {
+            self.finished = true;
+            self.check_complete()?;
+            return Ok(None);
+        };
+        let buffer = sample.buffer().ok_or_else(|| self.decode_err("sample without buffer"))?;
+        let pts_ns = buffer.pts().map(|p| p.nseconds()).unwrap_or(self.last_end_ns);
+        let duration_ns = buffer.duration().map(|d| d.nseconds());
+        let caps = sample.caps().ok_or_else(|| self.decode_err("sample without caps"))?;
+        let vinfo = gst_video::VideoInfo::from_caps(caps).map_err(|e| self.decode_err(&e.to_string()))?;
+        let map = buffer.map_readable().map_err(|e| self.decode_err(&e.to_string()))?;
+        let pixels = pack_rows(
+            map.as_slice(),
+            vinfo.stride()[0] as usize,
+            self.spec.width as usize * 3,
+            self.spec.height as usize,
+        );
+        let display = match self.display_sink.clone() {
+            Some(sink) => {
+                let sample = self.pull(&sink)?.ok_or_else(|| self.decode_err("display branch ended early"))?;
+                let buffer = sample.buffer().ok_or_else(|| self.decode_err("sample without buffer"))?;
+                let caps = sample.caps().ok_or_else(|| self.decode_err("sample without caps"))?;
+                let dinfo = gst_video::VideoInfo::from_caps(caps).map_err(|e| self.decode_err(&e.to_string()))?;
+                let map = buffer.map_readable().map_err(|e| self.decode_err(&e.to_string()))?;
+                Some(DisplayFrame {
+                    width: dinfo.width(),
+                    height: dinfo.height(),
+                    rgbx: pack_rows(
+                        map.as_slice(),
+                        dinfo.stride()[0] as usize,
+                        dinfo.width() as usize * 4,
+                        dinfo.height() as usize,
+                    ),
+                })
+            }
+            None => None,
+        };
+        let frame = VideoFrame { index: self.next_index, pts_ns, duration_ns, pixels, display };
+        self.next_index += 1;
+        self.last_end_ns = pts_ns + duration_ns.unwrap_or(0);
+        metrics::counter!("retail_ingest_frames_total").increment(1);
+        Ok(Some(frame))
+    }
+
+    fn decode_err(&self, message: &str) -> IngestError {
+        IngestError::Decode {
+            path: self.path.clone(),
+            frames: self.next_index,
+            position_s: self.last_end_ns as f64 / 1e9,
+            message: message.to_owned(),
+        }
+    }
+
+    fn check_complete(&self) -> Result<(), IngestError> {
+        if self.next_index == 0 {
+            return Err(IngestError::NoFrames { path: self.path.clone() });
+        }
+        if let Some(duration) = self.info.duration_ns {
+            // One frame of slack: containers round their durations.
+            let frame_ns = self.info.fps.map(|f| (1e9 / f) as u64).unwrap_or(0);
+            let decoded = self.last_end_ns + frame_ns;
+            if (decoded as f64) < duration as f64 * self.min_decoded_fraction {
+                return Err(IngestError::Truncated {
+                    path: self.path.clone(),
+                    decoded_s: self.last_end_ns as f64 / 1e9,
+                    duration_s: duration as f64 / 1e9,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileSource {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+fn error_text(err: &gst::message::Error) -> String {
+    let mut text = err.error().to_string();
+    if let Some(src) = err.src() {
+        text = format!("{text} (from {})", src.name());
+    }
+    text
+}
+
+/// Copies `rows` rows of `row_bytes` out of a buffer whose rows are `stride` apart.
+fn pack_rows(data: &[u8], stride: usize, row_bytes: usize, rows: usize) -> Vec<u8> {
+    if stride == row_bytes {
+        return data[..row_bytes * rows].to_vec();
+    }
+    let mut out = Vec::with_capacity(row_bytes * rows);
+    for r in 0..rows {
+        out.extend_from_slice(&data[r * stride..r * stride + row_bytes]);
+    }
+    out
+}
