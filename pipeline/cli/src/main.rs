@@ -69,7 +69,10 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One line, always: callers grep logs and CI output for it.
+            let text = format!("{e:#}");
+            let one_line: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("error: {}", one_line.join(" "));
             ExitCode::FAILURE
         }
     }

@@ -18,9 +18,15 @@ pub enum IngestError {
     /// The file holds no video stream, or the stream ended before the first frame.
     #[error("{}: no video frames", path.display())]
     NoFrames { path: PathBuf },
+    /// The file is media, but none of its streams is video GStreamer can decode.
+    #[error("{}: no decodable video stream in the file ({detail})", path.display())]
+    NoVideoStream { path: PathBuf, detail: String },
     /// Decoding failed part-way through (corrupt data).
     #[error("{}: decoding failed after {frames} frames at {position_s:.2} s: {message}", path.display())]
     Decode { path: PathBuf, frames: u64, position_s: f64, message: String },
+    /// The file is shorter than the size its own header declares (an interrupted upload or copy).
+    #[error("{}: truncated video: the file has {actual} bytes but its header declares {declared}", path.display())]
+    TruncatedFile { path: PathBuf, actual: u64, declared: u64 },
     /// The stream ended well before the duration its container announces.
     #[error(
         "{}: truncated video: frames end at {decoded_s:.2} s but the container says {duration_s:.2} s",

@@ -98,6 +98,7 @@ impl FileSource {
         if meta.len() == 0 {
             return Err(IngestError::NotVideo { path: path.to_owned(), message: "file is empty".into() });
         }
+        check_declared_size(path, meta.len())?;
         for element in ["filesrc", "decodebin", "videoscale", "videoconvert", "appsink"] {
             if gst::ElementFactory::find(element).is_none() {
                 return Err(IngestError::MissingElement { element: element.into() });
@@ -204,6 +205,15 @@ impl FileSource {
             };
             match msg.view() {
                 gst::MessageView::Error(err) => {
+                    let video_linked = self
+                        .pipeline
+                        .by_name(if self.spec.display { "head" } else { "scale" })
+                        .and_then(|e| e.static_pad("sink"))
+                        .is_some_and(|p| p.is_linked());
+                    let from_decodebin = err.src().is_some_and(|s| s.name() == "dec");
+                    if !video_linked && from_decodebin {
+                        return Err(IngestError::NoVideoStream { path: self.path.clone(), detail: error_text(err) });
+                    }
                     return Err(self.not_video(error_text(err)));
                 }
                 gst::MessageView::Eos(_) => return Err(IngestError::NoFrames { path: self.path.clone() }),
@@ -337,7 +347,10 @@ impl FileSource {
             // One frame of slack: containers round their durations.
             let frame_ns = self.info.fps.map(|f| (1e9 / f) as u64).unwrap_or(0);
             let decoded = self.last_end_ns + frame_ns;
-            if (decoded as f64) < duration as f64 * self.min_decoded_fraction {
+            // The container's duration covers all streams; audio often runs a little longer
+            // than video, so a short gap is not truncation.
+            let missing = duration.saturating_sub(decoded);
+            if (decoded as f64) < duration as f64 * self.min_decoded_fraction && missing > 2_000_000_000 {
                 return Err(IngestError::Truncated {
                     path: self.path.clone(),
                     decoded_s: self.last_end_ns as f64 / 1e9,
@@ -353,6 +366,22 @@ impl Drop for FileSource {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
+}
+
+/// Containers that declare their own size (RIFF: AVI, WAV) reveal a cut-off file before any
+/// decoding; demuxers happily play what is there, so this is checked up front.
+fn check_declared_size(path: &Path, actual: u64) -> Result<(), IngestError> {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
+    if read.is_ok() && &head[..4] == b"RIFF" {
+        let declared = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as u64 + 8;
+        // Writers pad to an even size; allow that byte.
+        if actual + 1 < declared {
+            return Err(IngestError::TruncatedFile { path: path.to_owned(), actual, declared });
+        }
+    }
+    Ok(())
 }
 
 fn error_text(err: &gst::message::Error) -> String {

@@ -177,6 +177,7 @@ impl MinuteAggregator {
 mod tests {
     use super::*;
     use crate::{MINUTE_US, read_parquet, write_parquet_atomic};
+    use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
     use retail_core::{ExitReason, StreamId};
