@@ -17,7 +17,11 @@ apt_pkgs=(pkg-config libglib2.0-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp
-  libgstrtspserver-1.0-dev unzip)
+  libgstrtspserver-1.0-dev unzip ca-certificates)
+# Model conversion needs Python with venv and npm; install Debian's only where absent.
+command -v npm >/dev/null 2>&1 || apt_pkgs+=(npm)
+command -v python3 >/dev/null 2>&1 || apt_pkgs+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_pkgs+=(python3-venv python3-pip)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

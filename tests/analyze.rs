@@ -127,7 +127,8 @@ fn vtest_end_to_end_counts_agree_everywhere() {
 
     // The annotated video is a real video of the same length.
     assert!(std::fs::metadata(&video).unwrap().len() > 100_000);
-    let spec = retail_ingest::SourceSpec { width: 64, height: 48, order: retail_ingest::PixelOrder::Rgb, display: false };
+    let spec =
+        retail_ingest::SourceSpec { width: 64, height: 48, order: retail_ingest::PixelOrder::Rgb, display: false };
     let mut src = retail_ingest::FileSource::open(&video, spec, &Default::default()).unwrap();
     assert_eq!((src.info().width, src.info().height), (768, 576));
     let mut n = 0;
@@ -284,7 +285,8 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 #[test]
 fn zone_point_outside_frame() {
     let cfg_dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(cfg_dir.path(), "[[zones]]\nname = \"till\"\npolygon = [[0.1, 0.1], [0.6, 0.1], [0.6, 1.4]]\n");
+    let cfg =
+        write_config(cfg_dir.path(), "[[zones]]\nname = \"till\"\npolygon = [[0.1, 0.1], [0.6, 0.1], [0.6, 1.4]]\n");
     let video = media("vtest.avi");
     expect_failure(&[video.as_os_str(), os("--config"), cfg.as_os_str()], &["store.toml", "zone `till`", "1.4"]);
 }
@@ -322,7 +324,11 @@ fn model_disagrees_with_manifest() {
     let model = cache_dir().join("models/nanodet-g.onnx");
     let cfg = write_config(
         cfg_dir.path(),
-        &format!("[detector]\nmanifest = {:?}\nmodel = {:?}\n", manifest_path.display().to_string(), model.display().to_string()),
+        &format!(
+            "[detector]\nmanifest = {:?}\nmodel = {:?}\n",
+            manifest_path.display().to_string(),
+            model.display().to_string()
+        ),
     );
     let video = media("vtest.avi");
     expect_failure(

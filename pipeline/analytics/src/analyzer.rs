@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use retail_core::{Event, EventKind, ExitReason, PtsNs, StreamId, TrackedObject};
 
 use crate::zone::ZoneChange;
-use crate::{Anchor, AnalyticsConfig, LineCounter, ZoneMonitor};
+use crate::{AnalyticsConfig, Anchor, LineCounter, ZoneMonitor};
 
 /// Events and zone occupancy of one frame.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -105,7 +105,9 @@ impl Analyzer {
 
     /// Closes a track's open visits at the time it was last seen.
     fn end_track(&mut self, track_id: u64, reason: ExitReason) -> Vec<Event> {
-        let Some(pts) = self.last_seen.remove(&track_id) else { return Vec::new() };
+        let Some(pts) = self.last_seen.remove(&track_id) else {
+            return Vec::new();
+        };
         for line in &mut self.lines {
             line.forget(track_id);
         }
@@ -113,7 +115,11 @@ impl Analyzer {
         for i in 0..self.zones.len() {
             if let Some(ZoneChange::Exit { dwell_ns }) = self.zones[i].end_visit(track_id, pts) {
                 let zone = self.zones[i].config.name.clone();
-                events.push(self.event(track_id, pts, EventKind::ZoneExit { zone, dwell_s: dwell_ns as f64 / 1e9, reason }));
+                events.push(self.event(
+                    track_id,
+                    pts,
+                    EventKind::ZoneExit { zone, dwell_s: dwell_ns as f64 / 1e9, reason },
+                ));
             }
         }
         events
@@ -136,7 +142,11 @@ impl Analyzer {
 
     pub fn summary(&self) -> AnalyzerSummary {
         AnalyzerSummary {
-            lines: self.lines.iter().map(|l| LineTotals { name: l.config.name.clone(), ins: l.ins, outs: l.outs }).collect(),
+            lines: self
+                .lines
+                .iter()
+                .map(|l| LineTotals { name: l.config.name.clone(), ins: l.ins, outs: l.outs })
+                .collect(),
             zones: self
                 .zones
                 .iter()
@@ -166,8 +176,18 @@ mod tests {
     #[test]
     fn walk_through_door_into_zone_and_get_lost() {
         let config = AnalyticsConfig {
-            lines: vec![LineConfig { name: "door".into(), from: [0.0, 0.5], to: [1.0, 0.5], inside: [0.5, 1.0], hysteresis: 0.02 }],
-            zones: vec![ZoneConfig { name: "aisle".into(), polygon: vec![[0.0, 0.7], [1.0, 0.7], [1.0, 1.0], [0.0, 1.0]], hysteresis: 0.01 }],
+            lines: vec![LineConfig {
+                name: "door".into(),
+                from: [0.0, 0.5],
+                to: [1.0, 0.5],
+                inside: [0.5, 1.0],
+                hysteresis: 0.02,
+            }],
+            zones: vec![ZoneConfig {
+                name: "aisle".into(),
+                polygon: vec![[0.0, 0.7], [1.0, 0.7], [1.0, 1.0], [0.0, 1.0]],
+                hysteresis: 0.01,
+            }],
             ..Default::default()
         };
         let mut a = Analyzer::new(&config, "cam".into(), 1_000_000);

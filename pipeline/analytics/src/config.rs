@@ -128,7 +128,11 @@ mod tests {
     fn rejects_points_outside_the_frame_naming_them() {
         let mut c = AnalyticsConfig { lines: vec![line()], ..Default::default() };
         assert!(c.validate().is_ok());
-        c.zones.push(ZoneConfig { name: "till".into(), polygon: vec![[0.1, 0.1], [1.2, 0.1], [0.5, 0.5]], hysteresis: 0.01 });
+        c.zones.push(ZoneConfig {
+            name: "till".into(),
+            polygon: vec![[0.1, 0.1], [1.2, 0.1], [0.5, 0.5]],
+            hysteresis: 0.01,
+        });
         let err = c.validate().unwrap_err();
         assert!(err.contains("zone `till`") && err.contains("point 2") && err.contains("1.2"), "{err}");
     }

@@ -56,9 +56,7 @@ pub(crate) fn point_in_polygon(p: [f32; 2], poly: &[[f32; 2]]) -> bool {
 
 /// Distance from p to the polygon's boundary.
 pub(crate) fn distance_to_boundary(p: [f32; 2], poly: &[[f32; 2]]) -> f32 {
-    (0..poly.len())
-        .map(|i| Segment::new(poly[i], poly[(i + 1) % poly.len()]).distance(p))
-        .fold(f32::INFINITY, f32::min)
+    (0..poly.len()).map(|i| Segment::new(poly[i], poly[(i + 1) % poly.len()]).distance(p)).fold(f32::INFINITY, f32::min)
 }
 
 pub(crate) fn polygon_area(poly: &[[f32; 2]]) -> f32 {

@@ -10,6 +10,6 @@ mod line;
 mod zone;
 
 pub use analyzer::{Analyzer, AnalyzerSummary, FrameAnalytics, LineTotals, ZoneTotals};
-pub use config::{Anchor, AnalyticsConfig, LineConfig, ZoneConfig};
+pub use config::{AnalyticsConfig, Anchor, LineConfig, ZoneConfig};
 pub use line::LineCounter;
 pub use zone::ZoneMonitor;

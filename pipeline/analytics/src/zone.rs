@@ -10,7 +10,9 @@ use crate::geometry::{distance_to_boundary, point_in_polygon};
 pub enum ZoneChange {
     Enter,
     /// Left after `dwell_ns`.
-    Exit { dwell_ns: u64 },
+    Exit {
+        dwell_ns: u64,
+    },
 }
 
 /// Tracks who is inside one zone and for how long.

@@ -184,7 +184,9 @@ impl Outputs {
         assignments: &[Option<u64>],
         labels: &[String],
     ) -> Result<(), AnalyzeError> {
-        let Some((_, partial, w)) = &mut self.detections else { return Ok(()) };
+        let Some((_, partial, w)) = &mut self.detections else {
+            return Ok(());
+        };
         let (fw, fh) = (size.0 as f32, size.1 as f32);
         let round = |v: f32| (v as f64 * 10.0).round() / 10.0;
         let dets: Vec<_> = frame
@@ -222,7 +224,9 @@ impl Outputs {
         }
         if let (Some(staging), Some(out)) = (self.staging.clone(), self.out_dir.clone()) {
             std::fs::create_dir_all(out.join("aggregates")).map_err(output_err(&out))?;
-            for name in ["events.jsonl", "aggregates/line_counts.parquet", "aggregates/zone_occupancy.parquet", "summary.json"] {
+            for name in
+                ["events.jsonl", "aggregates/line_counts.parquet", "aggregates/zone_occupancy.parquet", "summary.json"]
+            {
                 let from = staging.join(name);
                 if from.exists() {
                     let to = out.join(name);

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use retail_analytics::{Anchor, AnalyticsConfig, LineConfig, ZoneConfig};
+use retail_analytics::{AnalyticsConfig, Anchor, LineConfig, ZoneConfig};
 use retail_infer::DetectorConfig;
 use retail_ingest::IngestConfig;
 use retail_track::TrackerConfig;
@@ -108,7 +108,9 @@ impl Config {
 /// arrays) and fall back to strings. Keys are lower-cased with `_` turned into `-`.
 fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
     for (var, raw) in vars {
-        let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
         let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase().replace('_', "-")).collect();
         if path.iter().any(String::is_empty) {
             return Err(ConfigError::Env { var, reason: "empty key segment".into() });

@@ -22,7 +22,11 @@ pub fn run() -> (bool, String) {
                 checks.push(Check {
                     name: format!("  element {element}"),
                     ok: found,
-                    detail: if found { "found".into() } else { "MISSING: install the GStreamer plugin packages".into() },
+                    detail: if found {
+                        "found".into()
+                    } else {
+                        "MISSING: install the GStreamer plugin packages".into()
+                    },
                 });
             }
         }
@@ -51,7 +55,9 @@ pub fn run() -> (bool, String) {
             let ok = !detail.contains(": ");
             checks.push(Check { name: format!("default model {}", manifest.name), ok, detail });
         }
-        Err(e) => checks.push(Check { name: format!("default model {}", manifest.name), ok: false, detail: e.to_string() }),
+        Err(e) => {
+            checks.push(Check { name: format!("default model {}", manifest.name), ok: false, detail: e.to_string() })
+        }
     }
     let media = retail_infer::cache_dir().join("media");
     for name in ["vtest.avi", "person.jpg"] {
@@ -59,7 +65,11 @@ pub fn run() -> (bool, String) {
         checks.push(Check {
             name: format!("sample {name}"),
             ok: true,
-            detail: if p.is_file() { p.display().to_string() } else { "not downloaded (optional; set-up fetches it)".into() },
+            detail: if p.is_file() {
+                p.display().to_string()
+            } else {
+                "not downloaded (optional; set-up fetches it)".into()
+            },
         });
     }
     let ok = checks.iter().all(|c| c.ok);

@@ -92,7 +92,9 @@ impl OutputDecoder for NanoDetDecoder {
             let (ws, wb) = self.level_shapes(*stride);
             for (name, want) in [(scores, ws), (boxes, wb)] {
                 match shape_of(name) {
-                    None => return Err(format!("output `{name}` (stride {stride}) is not in the model")),
+                    None => {
+                        return Err(format!("output `{name}` (stride {stride}) is not in the model"));
+                    }
                     Some(got) if !shape_matches(&got, &want) => {
                         return Err(format!("output `{name}` has shape {got:?}, the manifest implies {want:?}"));
                     }
@@ -137,7 +139,8 @@ impl OutputDecoder for NanoDetDecoder {
                     }
                     let cx = ((cell % grid_w) as f32 + 0.5) * s;
                     let cy = ((cell / grid_w) as f32 + 0.5) * s;
-                    let bbox = BBox::new((cx - dist[0]) / iw, (cy - dist[1]) / ih, (cx + dist[2]) / iw, (cy + dist[3]) / ih);
+                    let bbox =
+                        BBox::new((cx - dist[0]) / iw, (cy - dist[1]) / ih, (cx + dist[2]) / iw, (cy + dist[3]) / ih);
                     out.push(Detection { bbox: bbox.clamped(), score, class });
                 }
             }
@@ -210,7 +213,8 @@ impl OutputDecoder for YoloV8Decoder {
                     continue;
                 }
                 let (cx, cy, w, h) = (d[a], d[n + a], d[2 * n + a], d[3 * n + a]);
-                let bbox = BBox::new((cx - w / 2.0) / iw, (cy - h / 2.0) / ih, (cx + w / 2.0) / iw, (cy + h / 2.0) / ih);
+                let bbox =
+                    BBox::new((cx - w / 2.0) / iw, (cy - h / 2.0) / ih, (cx + w / 2.0) / iw, (cy + h / 2.0) / ih);
                 out.push(Detection { bbox: bbox.clamped(), score, class });
             }
         }

@@ -55,17 +55,13 @@ impl Detector {
 
         let mismatch = |reason: String| InferError::ModelMismatch { path: model_path.to_owned(), reason };
         let want = &manifest.input.shape;
-        let input = session
-            .inputs()
-            .iter()
-            .find(|i| i.name() == manifest.input.name)
-            .ok_or_else(|| {
-                mismatch(format!(
-                    "input `{}` not found (model inputs: {})",
-                    manifest.input.name,
-                    session.inputs().iter().map(|i| i.name().to_owned()).collect::<Vec<_>>().join(", ")
-                ))
-            })?;
+        let input = session.inputs().iter().find(|i| i.name() == manifest.input.name).ok_or_else(|| {
+            mismatch(format!(
+                "input `{}` not found (model inputs: {})",
+                manifest.input.name,
+                session.inputs().iter().map(|i| i.name().to_owned()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
         let got: Vec<i64> = input.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
         if got.len() != want.len() || got.iter().zip(want).any(|(g, w)| *g >= 0 && g != w) {
             return Err(mismatch(format!("input `{}` has shape {got:?}, manifest says {want:?}", manifest.input.name)));
@@ -121,13 +117,22 @@ impl Detector {
     /// Public for the inference-only benchmark.
     pub fn run_model(&mut self) -> Result<(), InferError> {
         let Detector {
-            session, input, input_shape, input_name, output_names, decoder, model_path, candidates, classes, min_score, ..
+            session,
+            input,
+            input_shape,
+            input_name,
+            output_names,
+            decoder,
+            model_path,
+            candidates,
+            classes,
+            min_score,
+            ..
         } = self;
         let session_err = |reason: String| InferError::Session { path: model_path.clone(), reason };
         let tensor = TensorRef::from_array_view((*input_shape, &input[..])).map_err(|e| session_err(e.to_string()))?;
-        let outputs = session
-            .run(ort::inputs![input_name.as_str() => tensor])
-            .map_err(|e| session_err(e.to_string()))?;
+        let outputs =
+            session.run(ort::inputs![input_name.as_str() => tensor]).map_err(|e| session_err(e.to_string()))?;
         let mut views = Vec::with_capacity(output_names.len());
         for name in output_names.iter() {
             let (shape, data) = outputs[name.as_str()]

@@ -98,9 +98,7 @@ impl Manifest {
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, InferError> {
         let manifest: Manifest = toml::from_str(text)
             .map_err(|e| InferError::ManifestInvalid { path: origin.to_owned(), reason: e.to_string() })?;
-        manifest
-            .validate()
-            .map_err(|reason| InferError::ManifestInvalid { path: origin.to_owned(), reason })?;
+        manifest.validate().map_err(|reason| InferError::ManifestInvalid { path: origin.to_owned(), reason })?;
         Ok(manifest)
     }
 
@@ -135,7 +133,8 @@ impl Manifest {
                 self.labels.names.len()
             ));
         }
-        for (name, v) in [("thresholds.score", self.thresholds.score), ("thresholds.nms-iou", self.thresholds.nms_iou)] {
+        for (name, v) in [("thresholds.score", self.thresholds.score), ("thresholds.nms-iou", self.thresholds.nms_iou)]
+        {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} must be within 0..1, got {v}"));
             }

@@ -25,10 +25,7 @@ impl IngestConfig {
             return Err("ingest.queue-frames must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&self.min_decoded_fraction) {
-            return Err(format!(
-                "ingest.min-decoded-fraction must be within 0..1, got {}",
-                self.min_decoded_fraction
-            ));
+            return Err(format!("ingest.min-decoded-fraction must be within 0..1, got {}", self.min_decoded_fraction));
         }
         Ok(())
     }

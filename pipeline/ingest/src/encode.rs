@@ -98,10 +98,8 @@ impl AnnotatedVideoWriter {
         let err = |message: String| IngestError::Encode { path: self.path.clone(), message };
         self.src.end_of_stream().map_err(|e| err(format!("{e:?}")))?;
         let bus = self.pipeline.bus().ok_or_else(|| err("no bus".into()))?;
-        let msg = bus.timed_pop_filtered(
-            gst::ClockTime::from_seconds(120),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        );
+        let msg = bus
+            .timed_pop_filtered(gst::ClockTime::from_seconds(120), &[gst::MessageType::Eos, gst::MessageType::Error]);
         match msg.as_ref().map(|m| m.view()) {
             Some(gst::MessageView::Eos(_)) => {}
             Some(gst::MessageView::Error(e)) => return Err(err(e.error().to_string())),

@@ -23,18 +23,8 @@ pub fn init() -> Result<(), IngestError> {
 
 /// Whether the GStreamer elements the pipeline needs are installed, as (element, found).
 pub fn check_elements() -> Vec<(&'static str, bool)> {
-    [
-        "filesrc",
-        "decodebin",
-        "videoscale",
-        "videoconvert",
-        "appsink",
-        "appsrc",
-        "x264enc",
-        "mp4mux",
-        "avdec_h264",
-    ]
-    .into_iter()
-    .map(|name| (name, gstreamer::ElementFactory::find(name).is_some()))
-    .collect()
+    ["filesrc", "decodebin", "videoscale", "videoconvert", "appsink", "appsrc", "x264enc", "mp4mux", "avdec_h264"]
+        .into_iter()
+        .map(|name| (name, gstreamer::ElementFactory::find(name).is_some()))
+        .collect()
 }

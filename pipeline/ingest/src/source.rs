@@ -88,10 +88,8 @@ impl FileSource {
     /// before any output is written.
     pub fn open(path: &Path, spec: SourceSpec, config: &IngestConfig) -> Result<Self, IngestError> {
         crate::init()?;
-        let meta = std::fs::metadata(path).map_err(|e| IngestError::Unreadable {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| IngestError::Unreadable { path: path.to_owned(), reason: e.to_string() })?;
         if !meta.is_file() {
             return Err(IngestError::Unreadable { path: path.to_owned(), reason: "not a regular file".into() });
         }
@@ -146,7 +144,9 @@ impl FileSource {
                 return;
             }
             // Any further stream: drain it.
-            let Some(pipeline) = weak_pipeline.upgrade() else { return };
+            let Some(pipeline) = weak_pipeline.upgrade() else {
+                return;
+            };
             if let Ok(fake) = gst::ElementFactory::make("fakesink").property("sync", false).build() {
                 let _ = pipeline.add(&fake);
                 let _ = fake.sync_state_with_parent();
@@ -216,7 +216,9 @@ impl FileSource {
                     }
                     return Err(self.not_video(error_text(err)));
                 }
-                gst::MessageView::Eos(_) => return Err(IngestError::NoFrames { path: self.path.clone() }),
+                gst::MessageView::Eos(_) => {
+                    return Err(IngestError::NoFrames { path: self.path.clone() });
+                }
                 gst::MessageView::AsyncDone(_) => break,
                 _ => {}
             }

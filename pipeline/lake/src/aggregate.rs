@@ -194,7 +194,10 @@ mod tests {
         a.observe_frame(t0 + MINUTE_US + 5, &[0]);
         a.observe_event(&event(t0 + 1, EventKind::LineCrossing { line: "door".into(), direction: Direction::In }));
         a.observe_event(&event(t0 + 2, EventKind::LineCrossing { line: "door".into(), direction: Direction::In }));
-        a.observe_event(&event(t0 + MINUTE_US + 5, EventKind::LineCrossing { line: "door".into(), direction: Direction::Out }));
+        a.observe_event(&event(
+            t0 + MINUTE_US + 5,
+            EventKind::LineCrossing { line: "door".into(), direction: Direction::Out },
+        ));
         a.observe_event(&event(t0 + 2, EventKind::ZoneEnter { zone: "till".into() }));
         a.observe_event(&event(
             t0 + MINUTE_US + 5,

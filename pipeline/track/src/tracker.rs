@@ -69,8 +69,10 @@ impl Tracker {
         let mut matched_track = vec![false; self.tracks.len()];
 
         // Stage 1: confident detections vs confirmed tracks, lost ones included.
-        let confirmed: Vec<usize> = (0..self.tracks.len()).filter(|&t| self.tracks[t].state != State::Tentative).collect();
-        let unmatched_high = self.associate(&confirmed, &high, detections, self.config.match_iou, &mut det_track, &mut matched_track);
+        let confirmed: Vec<usize> =
+            (0..self.tracks.len()).filter(|&t| self.tracks[t].state != State::Tentative).collect();
+        let unmatched_high =
+            self.associate(&confirmed, &high, detections, self.config.match_iou, &mut det_track, &mut matched_track);
 
         // Stage 2: low-score detections vs tracks still unmatched and not lost.
         let tracked_left: Vec<usize> = confirmed
@@ -78,11 +80,26 @@ impl Tracker {
             .copied()
             .filter(|&t| !matched_track[t] && self.tracks[t].state == State::Tracked)
             .collect();
-        self.associate(&tracked_left, &low, detections, self.config.low_score_match_iou, &mut det_track, &mut matched_track);
+        self.associate(
+            &tracked_left,
+            &low,
+            detections,
+            self.config.low_score_match_iou,
+            &mut det_track,
+            &mut matched_track,
+        );
 
         // Stage 3: tentative tracks vs confident detections still free.
-        let tentative: Vec<usize> = (0..self.tracks.len()).filter(|&t| self.tracks[t].state == State::Tentative).collect();
-        let fresh = self.associate(&tentative, &unmatched_high, detections, self.config.tentative_match_iou, &mut det_track, &mut matched_track);
+        let tentative: Vec<usize> =
+            (0..self.tracks.len()).filter(|&t| self.tracks[t].state == State::Tentative).collect();
+        let fresh = self.associate(
+            &tentative,
+            &unmatched_high,
+            detections,
+            self.config.tentative_match_iou,
+            &mut det_track,
+            &mut matched_track,
+        );
 
         // Apply matches.
         for (d, t) in det_track.iter().enumerate() {
@@ -122,7 +139,11 @@ impl Tracker {
                 }
             }
         }
-        let alive: Vec<bool> = self.tracks.iter().map(|t| t.lost_frames == 0 || (t.state == State::Lost && t.lost_frames <= max_lost)).collect();
+        let alive: Vec<bool> = self
+            .tracks
+            .iter()
+            .map(|t| t.lost_frames == 0 || (t.state == State::Lost && t.lost_frames <= max_lost))
+            .collect();
 
         let assignments: Vec<Option<u64>> = det_track.iter().map(|t| t.and_then(|t| self.tracks[t].id)).collect();
         let active = self

@@ -1,0 +1,40 @@
+# Two commands for a newcomer on Debian 12:
+#   make demo   set up, build, analyse the bundled sample video, print the summary
+#   make test   set up, build, run the whole test suite (what CI runs)
+# Everything fetched or built is cached under ~/.cache/retail-ai (RETAIL_AI_HOME).
+
+RETAIL_AI_HOME ?= $(HOME)/.cache/retail-ai
+export CARGO_TARGET_DIR ?= $(RETAIL_AI_HOME)/target
+BIN := $(CARGO_TARGET_DIR)/debug/retail-ai
+DEMO_OUT ?= results/demo
+
+.PHONY: setup build demo test lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	cargo build --workspace --bins
+	@mkdir -p bin && ln -sfn $(BIN) bin/retail-ai
+
+demo: build
+	@mkdir -p $(DEMO_OUT)
+	$(BIN) analyze $(RETAIL_AI_HOME)/media/vtest.avi --config tests/fixtures/vtest.toml \
+	    --out $(DEMO_OUT) --annotate $(DEMO_OUT)/annotated.mp4 --detections $(DEMO_OUT)/detections.jsonl
+	@echo
+	@echo "Outputs in $(DEMO_OUT)/: summary.json, events.jsonl, aggregates/*.parquet,"
+	@echo "detections.jsonl and annotated.mp4. Your own footage:"
+	@echo "  bin/retail-ai analyze STORE.mp4 --config store.toml --out results/"
+
+test: setup
+	cargo test --workspace --no-fail-fast
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+bench: build
+	$(CARGO_TARGET_DIR)/debug/throughput --reps 3
+
+clean:
+	rm -rf results bin
