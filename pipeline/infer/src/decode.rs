@@ -175,13 +175,12 @@ impl OutputDecoder for YoloV8Decoder {
     }
 
     fn check_shapes(&self, shape_of: &dyn Fn(&str) -> Option<Vec<i64>>) -> Result<(), String> {
-        let want = [1, 4 + self.num_classes as i64, -1];
+        let rows = 4 + self.num_classes as i64;
         match shape_of(&self.output) {
             None => Err(format!("output `{}` is not in the model", self.output)),
-            Some(got) if !shape_matches(&got, &want) && !(got.len() == 3 && got[1] == want[1]) => Err(format!(
-                "output `{}` has shape {got:?}, the manifest implies [1, {}, anchors]",
-                self.output, want[1]
-            )),
+            Some(got) if got.len() != 3 || got[1] != rows => {
+                Err(format!("output `{}` has shape {got:?}, the manifest implies [1, {rows}, anchors]", self.output))
+            }
             Some(_) => Ok(()),
         }
     }

@@ -123,7 +123,7 @@ impl Manifest {
         if s.len() != 4 || s[0] != 1 || s[1] != 3 || s[2] <= 0 || s[3] <= 0 {
             return Err(format!("input.shape must be [1, 3, height, width], got {s:?}"));
         }
-        if self.input.std.iter().any(|v| *v == 0.0) {
+        if self.input.std.contains(&0.0) {
             return Err("input.std must not contain 0".into());
         }
         if self.labels.person as usize >= self.labels.names.len() {

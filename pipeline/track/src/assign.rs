@@ -1,3 +1,6 @@
+// Index loops mirror the matrix formulas they implement; iterator chains would hide them.
+#![allow(clippy::needless_range_loop)]
+
 /// Minimum-cost assignment (Hungarian algorithm, O(n^2 m)) of rows to columns, keeping only
 /// pairs whose cost is at most `max_cost`. Returns (row, column) pairs.
 ///

@@ -1,3 +1,6 @@
+// Index loops mirror the matrix formulas they implement; iterator chains would hide them.
+#![allow(clippy::needless_range_loop)]
+
 use retail_core::BBox;
 
 // Noise relative to box height, as in SORT/ByteTrack: uncertainty scales with apparent size.
