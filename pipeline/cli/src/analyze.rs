@@ -282,7 +282,7 @@ impl ModelChoice {
             Some(p) => Manifest::load(p)?,
             None => Manifest::bundled(),
         };
-        let model_path = manifest.resolve_model(d.model.as_deref(), d.manifest.as_deref())?;
+        let model_path = manifest.resolve_model(d.model.as_deref(), d.manifest.as_deref(), d.precision)?;
         let score_threshold = d.score_threshold.unwrap_or(manifest.thresholds.score);
         let nms_iou = d.nms_iou.unwrap_or(manifest.thresholds.nms_iou);
         Ok(ModelChoice { min_score: d.min_score.min(score_threshold), manifest, model_path, score_threshold, nms_iou })

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use retail_infer::{Manifest, RuntimeInfo};
+use retail_infer::{Manifest, Precision, RuntimeInfo};
 
 /// One check's outcome.
 pub struct Check {
@@ -42,22 +42,19 @@ pub fn run() -> (bool, String) {
         Err(e) => checks.push(Check { name: "ONNX Runtime".into(), ok: false, detail: e.to_string() }),
     }
     let manifest = Manifest::bundled();
-    match manifest.resolve_model(None, None) {
-        Ok(path) => {
-            let detail = if runtime.is_ok() {
+    for precision in [Precision::Fp32, Precision::Int8] {
+        let name = format!("model {} ({precision:?})", manifest.name).to_lowercase();
+        let check = match manifest.resolve_model(None, None, precision) {
+            Ok(path) if runtime.is_ok() => {
                 match retail_infer::Detector::load(&manifest, &path, 1, vec![manifest.labels.person], 0.35, 0.5) {
-                    Ok(_) => format!("{} (matches its manifest)", path.display()),
-                    Err(e) => format!("{}: {e}", path.display()),
+                    Ok(_) => Check { name, ok: true, detail: format!("{} (matches its manifest)", path.display()) },
+                    Err(e) => Check { name, ok: false, detail: e.to_string() },
                 }
-            } else {
-                path.display().to_string()
-            };
-            let ok = !detail.contains(": ");
-            checks.push(Check { name: format!("default model {}", manifest.name), ok, detail });
-        }
-        Err(e) => {
-            checks.push(Check { name: format!("default model {}", manifest.name), ok: false, detail: e.to_string() })
-        }
+            }
+            Ok(path) => Check { name, ok: false, detail: format!("{} (not loaded: no ONNX Runtime)", path.display()) },
+            Err(e) => Check { name, ok: false, detail: e.to_string() },
+        };
+        checks.push(check);
     }
     let media = retail_infer::cache_dir().join("media");
     for name in ["vtest.avi", "person.jpg"] {

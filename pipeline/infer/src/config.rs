@@ -2,14 +2,28 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// Numeric precision of the model to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// The manifest's `int8-file` if it has one (faster on CPUs), else its float model.
+    #[default]
+    Int8,
+    /// Always the float model.
+    Fp32,
+}
+
 /// `[detector]` section of the analysis config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DetectorConfig {
     /// Model manifest; unset means the bundled NanoDet-g manifest.
     pub manifest: Option<PathBuf>,
-    /// Model file; unset means the manifest's `file` in the model cache.
+    /// Model file; unset means the manifest's file for `precision`, next to the manifest or
+    /// in the model cache.
     pub model: Option<PathBuf>,
+    /// `int8` (default: the manifest's quantised model when it has one) or `fp32`.
+    pub precision: Precision,
     /// Confident-detection threshold; unset means the manifest's `thresholds.score`.
     pub score_threshold: Option<f32>,
     /// Candidates down to this score are kept for the tracker's second association.
@@ -23,7 +37,15 @@ pub struct DetectorConfig {
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        DetectorConfig { manifest: None, model: None, score_threshold: None, min_score: 0.1, nms_iou: None, workers: 0 }
+        DetectorConfig {
+            manifest: None,
+            model: None,
+            precision: Precision::default(),
+            score_threshold: None,
+            min_score: 0.1,
+            nms_iou: None,
+            workers: 0,
+        }
     }
 }
 

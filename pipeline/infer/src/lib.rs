@@ -14,7 +14,7 @@ mod nms;
 mod preprocess;
 mod runtime;
 
-pub use config::DetectorConfig;
+pub use config::{DetectorConfig, Precision};
 pub use decode::{NanoDetDecoder, OutputDecoder, TensorView, YoloV8Decoder, decoder_for};
 pub use detector::Detector;
 pub use error::InferError;

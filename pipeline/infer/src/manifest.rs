@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::InferError;
+use crate::{InferError, Precision};
 
 /// A model's manifest: everything needed to feed it and read its output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -12,6 +12,9 @@ pub struct Manifest {
     pub name: String,
     /// Model file name, looked up next to the manifest or in the model cache.
     pub file: String,
+    /// INT8-quantised model with the same inputs and outputs, if there is one.
+    #[serde(default)]
+    pub int8_file: Option<String>,
     pub licence: String,
     #[serde(default)]
     pub notice: Option<String>,
@@ -156,16 +159,30 @@ impl Manifest {
         Ok(())
     }
 
+    /// The file for a precision: `int8-file` when INT8 is asked for and the manifest has one.
+    pub fn file_for(&self, precision: Precision) -> &str {
+        match (precision, &self.int8_file) {
+            (Precision::Int8, Some(f)) => f,
+            _ => &self.file,
+        }
+    }
+
     /// Where the model file is: an explicit path, next to the manifest, or in the model cache.
-    pub fn resolve_model(&self, explicit: Option<&Path>, manifest_path: Option<&Path>) -> Result<PathBuf, InferError> {
+    pub fn resolve_model(
+        &self,
+        explicit: Option<&Path>,
+        manifest_path: Option<&Path>,
+        precision: Precision,
+    ) -> Result<PathBuf, InferError> {
+        let file = self.file_for(precision);
         let candidates: Vec<PathBuf> = match explicit {
             Some(p) => vec![p.to_owned()],
             None => {
                 let mut c = Vec::new();
                 if let Some(dir) = manifest_path.and_then(|p| p.parent()) {
-                    c.push(dir.join(&self.file));
+                    c.push(dir.join(file));
                 }
-                c.push(crate::runtime::cache_dir().join("models").join(&self.file));
+                c.push(crate::runtime::cache_dir().join("models").join(file));
                 c
             }
         };
