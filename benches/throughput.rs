@@ -58,7 +58,7 @@ fn make_1080p(src: &Path) -> anyhow::Result<PathBuf> {
 
 fn decode_fps(path: &Path, model: &ModelChoice) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let mut src = FileSource::open(path, model.source_spec(false), &Default::default())?;
+    let mut src = FileSource::open(path, model.source_spec("bench".into(), false), &Default::default())?;
     let mut n = 0u64;
     while src.next_frame()?.is_some() {
         n += 1;
@@ -83,7 +83,7 @@ fn e2e_fps(path: &Path, workers: usize) -> anyhow::Result<f64> {
 /// Inference only (preprocess + ONNX Runtime + decode + NMS) on one decoded frame, with
 /// `workers` sessions in parallel threads.
 fn infer_fps(path: &Path, model: &ModelChoice, frames: usize, workers: usize) -> anyhow::Result<f64> {
-    let mut src = FileSource::open(path, model.source_spec(false), &Default::default())?;
+    let mut src = FileSource::open(path, model.source_spec("bench".into(), false), &Default::default())?;
     let frame = src.next_frame()?.context("no frame")?;
     let mut detectors = (0..workers).map(|_| model.load_detector()).collect::<Result<Vec<_>, _>>()?;
     for d in &mut detectors {

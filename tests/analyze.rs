@@ -127,8 +127,13 @@ fn vtest_end_to_end_counts_agree_everywhere() {
 
     // The annotated video is a real video of the same length.
     assert!(std::fs::metadata(&video).unwrap().len() > 100_000);
-    let spec =
-        retail_ingest::SourceSpec { width: 64, height: 48, order: retail_ingest::PixelOrder::Rgb, display: false };
+    let spec = retail_ingest::SourceSpec {
+        stream: "annotated".into(),
+        width: 64,
+        height: 48,
+        order: retail_ingest::PixelOrder::Rgb,
+        display: false,
+    };
     let mut src = retail_ingest::FileSource::open(&video, spec, &Default::default()).unwrap();
     assert_eq!((src.info().width, src.info().height), (768, 576));
     let mut n = 0;

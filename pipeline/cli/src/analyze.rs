@@ -125,7 +125,7 @@ struct Outputs {
     out_dir: Option<PathBuf>,
     created_out_dir: bool,
     staging: Option<PathBuf>,
-    events: Option<BufWriter<File>>,
+    events: Option<(PathBuf, BufWriter<File>)>,
     detections: Option<(PathBuf, PathBuf, BufWriter<File>)>,
     committed: bool,
 }
@@ -156,7 +156,8 @@ impl Outputs {
             let staging = dir.join(format!(".retail-ai-partial-{}", std::process::id()));
             std::fs::create_dir_all(staging.join("aggregates")).map_err(output_err(&staging))?;
             let events = staging.join("events.jsonl");
-            o.events = Some(BufWriter::new(File::create(&events).map_err(output_err(&events))?));
+            let file = File::create(&events).map_err(output_err(&events))?;
+            o.events = Some((events, BufWriter::new(file)));
             o.staging = Some(staging);
         }
         if let Some(path) = detections {
@@ -168,11 +169,11 @@ impl Outputs {
     }
 
     fn write_event(&mut self, event: &Event) -> Result<(), AnalyzeError> {
-        if let Some(w) = &mut self.events {
+        if let Some((path, w)) = &mut self.events {
             let mut v = serde_json::to_value(event).map_err(|e| AnalyzeError::Internal(e.to_string()))?;
             v["pts_s"] = serde_json::json!(pts_seconds(event.pts_ns));
             v["time"] = serde_json::json!(format_time(event.time_us));
-            writeln!(w, "{v}").map_err(output_err(Path::new("events.jsonl")))?;
+            writeln!(w, "{v}").map_err(output_err(path))?;
         }
         Ok(())
     }
@@ -213,8 +214,7 @@ impl Outputs {
     /// Flushes everything and moves the files to their final names.
     fn commit(&mut self) -> Result<Vec<PathBuf>, AnalyzeError> {
         let mut written = Vec::new();
-        if let Some(mut w) = self.events.take() {
-            let path = self.staging_path("events.jsonl").expect("events imply staging");
+        if let Some((path, mut w)) = self.events.take() {
             w.flush().map_err(output_err(&path))?;
         }
         if let Some((path, partial, mut w)) = self.detections.take() {
@@ -299,13 +299,13 @@ impl ModelChoice {
         )
     }
 
-    pub fn source_spec(&self, display: bool) -> SourceSpec {
+    pub fn source_spec(&self, stream: StreamId, display: bool) -> SourceSpec {
         let (width, height) = self.manifest.input_size();
         let order = match self.manifest.input.channel_order {
             retail_infer::ChannelOrder::Bgr => PixelOrder::Bgr,
             retail_infer::ChannelOrder::Rgb => PixelOrder::Rgb,
         };
-        SourceSpec { width, height, order, display }
+        SourceSpec { stream, width, height, order, display }
     }
 }
 
@@ -325,7 +325,8 @@ pub fn analyze(req: &AnalyzeRequest) -> Result<Summary, AnalyzeError> {
     };
 
     // Open the video and the models before creating any output: bad input fails cleanly.
-    let source = FileSource::open(&req.input, model.source_spec(req.annotate.is_some()), &config.ingest)?;
+    let source =
+        FileSource::open(&req.input, model.source_spec(stream.clone(), req.annotate.is_some()), &config.ingest)?;
     let info = source.info().clone();
     info!(input = %req.input.display(), width = info.width, height = info.height, fps = ?info.fps,
           duration_s = ?info.duration_ns.map(|d| d as f64 / 1e9), "opened video");

@@ -6,6 +6,8 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
+use retail_core::StreamId;
+
 use crate::{IngestConfig, IngestError};
 
 /// Channel order of the packed 8-bit frames handed to the model.
@@ -18,6 +20,8 @@ pub enum PixelOrder {
 /// What a source should produce.
 #[derive(Clone, Debug)]
 pub struct SourceSpec {
+    /// Stream the frames belong to; every frame carries it.
+    pub stream: StreamId,
     /// Size of the model-input frames (plain resize, no letterbox).
     pub width: u32,
     pub height: u32,
@@ -57,6 +61,7 @@ pub struct DisplayFrame {
 /// One decoded frame, scaled to the model's input size.
 #[derive(Clone, Debug)]
 pub struct VideoFrame {
+    pub stream: StreamId,
     /// 0-based position in the stream.
     pub index: u64,
     pub pts_ns: u64,
@@ -325,7 +330,14 @@ impl FileSource {
             }
             None => None,
         };
-        let frame = VideoFrame { index: self.next_index, pts_ns, duration_ns, pixels, display };
+        let frame = VideoFrame {
+            stream: self.spec.stream.clone(),
+            index: self.next_index,
+            pts_ns,
+            duration_ns,
+            pixels,
+            display,
+        };
         self.next_index += 1;
         self.last_end_ns = pts_ns + duration_ns.unwrap_or(0);
         metrics::counter!("retail_ingest_frames_total").increment(1);
