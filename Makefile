@@ -14,7 +14,7 @@ setup:
 	@bash scripts/setup.sh
 
 build: setup
-	cargo build --workspace --bins
+	cargo build --workspace --all-targets
 	@mkdir -p bin && ln -sfn $(BIN) bin/retail-ai
 
 demo: build
