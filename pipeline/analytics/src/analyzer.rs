@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use retail_core::{Event, EventKind, ExitReason, PtsNs, StreamId, TrackedObject};
+use retail_core::{Event, EventKind, ExitReason, PtsNs, StreamId, TenantId, TrackedObject};
 
 use crate::zone::ZoneChange;
 use crate::{AnalyticsConfig, Anchor, LineCounter, ZoneMonitor};
@@ -36,6 +36,7 @@ pub struct AnalyzerSummary {
 
 /// Lines and zones of one stream, fed frame by frame with the tracker's output.
 pub struct Analyzer {
+    tenant: TenantId,
     stream: StreamId,
     start_time_us: i64,
     anchor: Anchor,
@@ -46,8 +47,9 @@ pub struct Analyzer {
 
 impl Analyzer {
     /// `start_time_us`: wall-clock time of pts 0, in Unix microseconds.
-    pub fn new(config: &AnalyticsConfig, stream: StreamId, start_time_us: i64) -> Self {
+    pub fn new(config: &AnalyticsConfig, tenant: TenantId, stream: StreamId, start_time_us: i64) -> Self {
         Analyzer {
+            tenant,
             stream,
             start_time_us,
             anchor: config.anchor,
@@ -58,13 +60,8 @@ impl Analyzer {
     }
 
     fn event(&self, track_id: u64, pts_ns: PtsNs, kind: EventKind) -> Event {
-        Event {
-            stream: self.stream.clone(),
-            track_id,
-            pts_ns,
-            time_us: self.start_time_us + (pts_ns / 1000) as i64,
-            kind,
-        }
+        let time_us = self.start_time_us + (pts_ns / 1000) as i64;
+        Event::new(self.tenant.clone(), self.stream.clone(), track_id, pts_ns, time_us, kind)
     }
 
     /// Feeds one frame: the confirmed tracks seen in it and the ids whose tracks ended.
@@ -190,7 +187,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let mut a = Analyzer::new(&config, "cam".into(), 1_000_000);
+        let mut a = Analyzer::new(&config, TenantId::default(), "cam".into(), 1_000_000);
         let mut events = Vec::new();
         for (f, y) in [0.3f32, 0.45, 0.55, 0.65, 0.75, 0.8, 0.85].iter().enumerate() {
             let out = a.process(f as u64 * S, &[person(4, 0.5, *y)], &[]);

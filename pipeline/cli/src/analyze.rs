@@ -15,7 +15,7 @@ use std::time::Instant;
 use crossbeam_channel::bounded;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use retail_analytics::Analyzer;
-use retail_core::{Detection, Event, StreamId, TrackedObject, pts_seconds};
+use retail_core::{Detection, Event, StreamId, TenantId, TrackedObject, pts_seconds};
 use retail_infer::{Detector, InferError, Manifest};
 use retail_ingest::{
     AnnotatedVideoWriter, DisplayFrame, EncoderSettings, FileSource, IngestError, PixelOrder, SourceSpec, VideoFrame,
@@ -93,6 +93,7 @@ pub struct VideoSummary {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Summary {
     pub input: String,
+    pub tenant: String,
     pub stream: String,
     pub start_time: String,
     /// Frames decoded and analysed.
@@ -317,6 +318,10 @@ pub fn analyze(req: &AnalyzeRequest) -> Result<Summary, AnalyzeError> {
     let stream = StreamId(config.stream.id.clone().unwrap_or_else(|| {
         req.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "stream".into())
     }));
+    let tenant = match &config.stream.tenant {
+        Some(t) => TenantId::parse(t).map_err(AnalyzeError::Usage)?,
+        None => TenantId::default(),
+    };
     let start_time_us = match &config.stream.start_time {
         Some(t) => chrono::DateTime::parse_from_rfc3339(t)
             .map_err(|e| AnalyzeError::Usage(format!("start time {t:?}: {e}")))?
@@ -352,7 +357,7 @@ pub fn analyze(req: &AnalyzeRequest) -> Result<Summary, AnalyzeError> {
 
     let analytics_config = config.analytics_config();
     let mut tracker = Tracker::new(config.tracker.clone(), model.score_threshold);
-    let mut analyzer = Analyzer::new(&analytics_config, stream.clone(), start_time_us);
+    let mut analyzer = Analyzer::new(&analytics_config, tenant.clone(), stream.clone(), start_time_us);
     let mut aggregator = MinuteAggregator::new(&stream.0, analyzer.line_names(), analyzer.zone_names());
     let labels = model.manifest.labels.names.clone();
 
@@ -459,6 +464,7 @@ pub fn analyze(req: &AnalyzeRequest) -> Result<Summary, AnalyzeError> {
     let s = analyzer.summary();
     let summary = Summary {
         input: req.input.display().to_string(),
+        tenant: tenant.0.clone(),
         stream: stream.0.clone(),
         start_time: format_time(start_time_us),
         frames,

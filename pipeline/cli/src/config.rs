@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use retail_analytics::{AnalyticsConfig, Anchor, LineConfig, ZoneConfig};
+use retail_core::TenantId;
 use retail_infer::DetectorConfig;
 use retail_ingest::IngestConfig;
 use retail_track::TrackerConfig;
@@ -28,6 +29,8 @@ pub enum ConfigError {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StreamConfig {
+    /// Tenant (customer organisation) the video belongs to; default `default`.
+    pub tenant: Option<String>,
     /// Stream id written into events and aggregates; default: the input file's stem.
     pub id: Option<String>,
     /// Wall-clock time of the first frame (RFC 3339, e.g. `2026-11-27T09:00:00Z`), so that
@@ -90,6 +93,9 @@ impl Config {
         if let Some(t) = &self.stream.start_time {
             chrono::DateTime::parse_from_rfc3339(t)
                 .map_err(|e| format!("stream.start-time = {t:?} is not an RFC 3339 time: {e}"))?;
+        }
+        if let Some(t) = &self.stream.tenant {
+            TenantId::parse(t).map_err(|e| format!("stream.tenant: {e}"))?;
         }
         if let Some(id) = &self.stream.id
             && (id.is_empty() || id.contains(['/', '\n']))

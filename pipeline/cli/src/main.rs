@@ -40,6 +40,9 @@ enum Command {
         /// JSON lines, for audits of count accuracy and model evaluation.
         #[arg(long, value_name = "FILE")]
         detections: Option<PathBuf>,
+        /// Tenant the video belongs to (overrides stream.tenant; default `default`).
+        #[arg(long)]
+        tenant: Option<String>,
         /// Stream id in events and aggregates (overrides stream.id; default: file name stem).
         #[arg(long)]
         stream_id: Option<String>,
@@ -80,8 +83,23 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Analyze { input, config, out, annotate, detections, stream_id, start_time, workers, json, quiet } => {
+        Command::Analyze {
+            input,
+            config,
+            out,
+            annotate,
+            detections,
+            tenant,
+            stream_id,
+            start_time,
+            workers,
+            json,
+            quiet,
+        } => {
             let mut cfg = Config::load(config.as_deref())?;
+            if let Some(t) = tenant {
+                cfg.stream.tenant = Some(t);
+            }
             if let Some(id) = stream_id {
                 cfg.stream.id = Some(id);
             }

@@ -23,6 +23,34 @@ impl From<&str> for StreamId {
     }
 }
 
+/// A customer organisation; every stored row and object belongs to exactly one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(pub String);
+
+impl TenantId {
+    /// Tenant ids appear in object paths (`tenant=…/`), so they are restricted to
+    /// lower-case letters, digits, `-` and `_`, 1 to 64 characters.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok { Ok(TenantId(s.to_owned())) } else { Err(format!("tenant id {s:?} must be 1-64 of [a-z0-9_-]")) }
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Default for TenantId {
+    fn default() -> Self {
+        TenantId("default".into())
+    }
+}
+
 /// A point in normalised frame coordinates.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Point {
@@ -138,9 +166,18 @@ pub enum EventKind {
     ZoneExit { zone: String, dwell_s: f64, reason: ExitReason },
 }
 
+/// Version of the [`Event`] wire format; consumers reject versions they do not know.
+pub const EVENT_SCHEMA_VERSION: u32 = 1;
+
 /// One analytics event.
+///
+/// `event_id` is derived from tenant, stream, track, kind and pts, so re-analysing the same
+/// video, or replaying after a crash, yields the same ids: consumers deduplicate on it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    pub schema_version: u32,
+    pub event_id: String,
+    pub tenant: TenantId,
     pub stream: StreamId,
     pub track_id: u64,
     pub pts_ns: PtsNs,
@@ -148,6 +185,34 @@ pub struct Event {
     pub time_us: i64,
     #[serde(flatten)]
     pub kind: EventKind,
+}
+
+impl Event {
+    /// Builds an event with the current schema version and its deterministic id.
+    pub fn new(
+        tenant: TenantId,
+        stream: StreamId,
+        track_id: u64,
+        pts_ns: PtsNs,
+        time_us: i64,
+        kind: EventKind,
+    ) -> Self {
+        let event_id = event_id(&tenant, &stream, track_id, pts_ns, &kind);
+        Event { schema_version: EVENT_SCHEMA_VERSION, event_id, tenant, stream, track_id, pts_ns, time_us, kind }
+    }
+}
+
+/// First 128 bits of SHA-256 over the fields that make an event unique, as hex.
+pub fn event_id(tenant: &TenantId, stream: &StreamId, track_id: u64, pts_ns: PtsNs, kind: &EventKind) -> String {
+    use sha2::{Digest, Sha256};
+    let what = match kind {
+        EventKind::LineCrossing { line, direction } => format!("line_crossing\u{0}{line}\u{0}{direction:?}"),
+        EventKind::ZoneEnter { zone } => format!("zone_enter\u{0}{zone}"),
+        EventKind::ZoneExit { zone, .. } => format!("zone_exit\u{0}{zone}"),
+    };
+    let mut h = Sha256::new();
+    h.update(format!("v1\u{0}{tenant}\u{0}{stream}\u{0}{track_id}\u{0}{pts_ns}\u{0}{what}").as_bytes());
+    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -165,18 +230,58 @@ mod tests {
 
     #[test]
     fn event_json_is_flat_and_tagged() {
-        let e = Event {
-            stream: "cam1".into(),
-            track_id: 7,
-            pts_ns: 1_500_000_000,
-            time_us: 0,
-            kind: EventKind::LineCrossing { line: "door".into(), direction: Direction::In },
-        };
+        let e = Event::new(
+            TenantId::default(),
+            "cam1".into(),
+            7,
+            1_500_000_000,
+            0,
+            EventKind::LineCrossing { line: "door".into(), direction: Direction::In },
+        );
         let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["schema_version"], 1);
+        assert_eq!(j["event_id"].as_str().unwrap().len(), 32);
         assert_eq!(j["kind"], "line_crossing");
         assert_eq!(j["direction"], "in");
         assert_eq!(j["line"], "door");
         let back: Event = serde_json::from_value(j).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn event_ids_are_deterministic_and_distinct() {
+        let kind = EventKind::ZoneEnter { zone: "till".into() };
+        let a = Event::new(TenantId::default(), "cam".into(), 3, 100, 5, kind.clone());
+        let b = Event::new(TenantId::default(), "cam".into(), 3, 100, 99, kind.clone());
+        assert_eq!(a.event_id, b.event_id, "wall-clock time is not part of the identity");
+        let other_tenant = Event::new(TenantId("acme".into()), "cam".into(), 3, 100, 5, kind.clone());
+        let other_pts = Event::new(TenantId::default(), "cam".into(), 3, 101, 5, kind);
+        let exit = Event::new(
+            TenantId::default(),
+            "cam".into(),
+            3,
+            100,
+            5,
+            EventKind::ZoneExit { zone: "till".into(), dwell_s: 1.0, reason: ExitReason::Left },
+        );
+        let ids = [&a, &other_tenant, &other_pts, &exit].map(|e| e.event_id.clone());
+        for i in 0..ids.len() {
+            for j in i + 1..ids.len() {
+                assert_ne!(ids[i], ids[j]);
+            }
+        }
+        // Pinned: the id must never change between releases, or replays double-count.
+        assert_eq!(
+            a.event_id,
+            event_id(&TenantId::default(), &"cam".into(), 3, 100, &EventKind::ZoneEnter { zone: "till".into() })
+        );
+    }
+
+    #[test]
+    fn tenant_ids_are_path_safe() {
+        assert!(TenantId::parse("acme-retail_01").is_ok());
+        for bad in ["", "Acme", "a/b", "..", "x y"] {
+            assert!(TenantId::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -180,10 +180,10 @@ mod tests {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType};
-    use retail_core::{ExitReason, StreamId};
+    use retail_core::{ExitReason, StreamId, TenantId};
 
     fn event(time_us: i64, kind: EventKind) -> Event {
-        Event { stream: StreamId("cam".into()), track_id: 1, pts_ns: 0, time_us, kind }
+        Event::new(TenantId::default(), StreamId("cam".into()), 1, time_us as u64, time_us, kind)
     }
 
     fn sample() -> MinuteAggregator {
