@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use clap::Parser;
 use retail_ai::{AnalyzeRequest, Config, ModelChoice, analyze};
-use retail_infer::cache_dir;
+use retail_infer::{Precision, cache_dir};
 use retail_ingest::FileSource;
 
 #[derive(Parser)]
@@ -66,9 +66,10 @@ fn decode_fps(path: &Path, model: &ModelChoice) -> anyhow::Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-fn e2e_fps(path: &Path, workers: usize) -> anyhow::Result<f64> {
+fn e2e_fps(path: &Path, workers: usize, precision: Precision) -> anyhow::Result<f64> {
     let mut config = Config::default();
     config.detector.workers = workers;
+    config.detector.precision = precision;
     let summary = analyze(&AnalyzeRequest {
         input: path.to_owned(),
         config,
@@ -118,6 +119,9 @@ fn main() -> anyhow::Result<()> {
         bail!("{} missing: run scripts/setup.sh", vtest.display());
     }
     let model = ModelChoice::resolve(&Config::default())?;
+    let mut fp32_config = Config::default();
+    fp32_config.detector.precision = Precision::Fp32;
+    let model_fp32 = ModelChoice::resolve(&fp32_config)?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut clips = vec![("vtest.avi 768x576 MPEG-4", vtest.clone())];
     if !args.no_1080p {
@@ -131,16 +135,20 @@ fn main() -> anyhow::Result<()> {
     let mut rows: Vec<(String, f64, Option<f64>)> = Vec::new();
     let infer1 = measure(&|| infer_fps(&vtest, &model, args.infer_frames, 1))?;
     let infer_n = measure(&|| infer_fps(&vtest, &model, args.infer_frames, cores))?;
+    let infer1_fp32 = measure(&|| infer_fps(&vtest, &model_fp32, args.infer_frames, 1))?;
     for (name, path) in &clips {
         let decode = measure(&|| decode_fps(path, &model))?;
-        let seq = measure(&|| e2e_fps(path, 1))?;
-        let par = measure(&|| e2e_fps(path, cores))?;
+        let seq = measure(&|| e2e_fps(path, 1, Precision::Int8))?;
+        let par = measure(&|| e2e_fps(path, cores, Precision::Int8))?;
+        let fp32 = measure(&|| e2e_fps(path, cores, Precision::Fp32))?;
         rows.push((format!("{name}: decode only"), decode, None));
-        rows.push((format!("{name}: end-to-end, 1 worker (sequential baseline)"), seq, Some(1.0)));
-        rows.push((format!("{name}: end-to-end, {cores} workers"), par, Some(par / seq)));
+        rows.push((format!("{name}: end-to-end int8, 1 worker (sequential baseline)"), seq, Some(1.0)));
+        rows.push((format!("{name}: end-to-end int8, {cores} workers"), par, Some(par / seq)));
+        rows.push((format!("{name}: end-to-end fp32, {cores} workers"), fp32, Some(fp32 / seq)));
     }
-    rows.push((format!("{}: inference only, 1 session", model.manifest.name), infer1, None));
-    rows.push((format!("{}: inference only, {cores} sessions", model.manifest.name), infer_n, None));
+    rows.push((format!("{} fp32: inference only, 1 session", model.manifest.name), infer1_fp32, None));
+    rows.push((format!("{} int8: inference only, 1 session", model.manifest.name), infer1, Some(infer1 / infer1_fp32)));
+    rows.push((format!("{} int8: inference only, {cores} sessions", model.manifest.name), infer_n, None));
 
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
     let mut table = format!("{:<width$}  {:>8}  {:>9}\n", "measurement (median of reps)", "fps", "vs base");
