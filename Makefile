@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR ?= $(RETAIL_AI_HOME)/target
 BIN := $(CARGO_TARGET_DIR)/debug/retail-ai
 DEMO_OUT ?= results/demo
 
-.PHONY: setup build demo test lint bench clean
+.PHONY: setup test-services build demo test lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -26,7 +26,10 @@ demo: build
 	@echo "detections.jsonl and annotated.mp4. Your own footage:"
 	@echo "  bin/retail-ai analyze STORE.mp4 --config store.toml --out results/"
 
-test: setup
+test-services:
+	@bash scripts/setup-test-services.sh
+
+test: setup test-services
 	cargo test --workspace --no-fail-fast
 
 lint:

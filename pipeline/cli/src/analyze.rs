@@ -15,6 +15,7 @@ use std::time::Instant;
 use crossbeam_channel::bounded;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use retail_analytics::Analyzer;
+use retail_bus::{BusError, EventProducer};
 use retail_core::{Detection, Event, StreamId, TenantId, TrackedObject, pts_seconds};
 use retail_infer::{Detector, InferError, Manifest};
 use retail_ingest::{
@@ -43,6 +44,9 @@ pub enum AnalyzeError {
     /// Writing the Parquet aggregates failed.
     #[error(transparent)]
     Lake(#[from] LakeError),
+    /// Publishing events failed (spool full, broker unreachable at the end of the run).
+    #[error(transparent)]
+    Bus(#[from] BusError),
     /// An output file could not be created or written.
     #[error("{}: {source}", path.display())]
     Output { path: PathBuf, source: std::io::Error },
@@ -341,6 +345,7 @@ pub fn analyze(req: &AnalyzeRequest) -> Result<Summary, AnalyzeError> {
     }
     info!(model = %model.model_path.display(), workers, "model loaded");
 
+    let mut bus: Box<dyn EventProducer> = retail_bus::open_producer(&config.bus)?;
     let mut outputs = Outputs::create(req.out_dir.as_deref(), req.detections.as_deref())?;
     let mut encoder = match &req.annotate {
         Some(path) => Some(AnnotatedVideoWriter::create(
@@ -416,6 +421,9 @@ pub fn analyze(req: &AnalyzeRequest) -> Result<Summary, AnalyzeError> {
             let out = analyzer.process(frame.pts_ns, &tracks.active, &tracks.ended);
             let time_us = start_time_us + (frame.pts_ns / 1000) as i64;
             aggregator.observe_frame(time_us, &out.occupancy);
+            // Spooled to disk for Kafka: a broker outage does not block decoding, and a
+            // full spool stops the run here with an error that says so.
+            bus.send(&out.events)?;
             for e in &out.events {
                 aggregator.observe_event(e);
                 outputs.write_event(e)?;
@@ -453,9 +461,11 @@ pub fn analyze(req: &AnalyzeRequest) -> Result<Summary, AnalyzeError> {
         Ok(())
     });
     collected?;
-    for e in analyzer.finish() {
-        aggregator.observe_event(&e);
-        outputs.write_event(&e)?;
+    let last = analyzer.finish();
+    bus.send(&last)?;
+    for e in &last {
+        aggregator.observe_event(e);
+        outputs.write_event(e)?;
         events += 1;
     }
     progress.finish_and_clear();
@@ -497,6 +507,7 @@ pub fn analyze(req: &AnalyzeRequest) -> Result<Summary, AnalyzeError> {
     if let Some(enc) = encoder.take() {
         enc.finish()?;
     }
+    bus.flush(std::time::Duration::from_secs(config.bus.flush_timeout_s))?;
     let written = outputs.commit()?;
     info!(frames, fps = summary.fps, files = written.len(), "analysis complete");
     Ok(summary)

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use retail_analytics::{AnalyticsConfig, Anchor, LineConfig, ZoneConfig};
+use retail_bus::BusConfig;
 use retail_core::TenantId;
 use retail_infer::DetectorConfig;
 use retail_ingest::IngestConfig;
@@ -55,6 +56,9 @@ pub struct Config {
     pub detector: DetectorConfig,
     pub tracker: TrackerConfig,
     pub analytics: AnalyticsSettings,
+    /// Where events are published besides `events.jsonl`: `memory://` (default) or
+    /// `kafka://host:port`.
+    pub bus: BusConfig,
     /// `[[lines]]`: counting lines.
     pub lines: Vec<LineConfig>,
     /// `[[zones]]`: occupancy and dwell zones.
@@ -89,6 +93,7 @@ impl Config {
         self.ingest.validate()?;
         self.detector.validate()?;
         self.tracker.validate()?;
+        self.bus.validate()?;
         self.analytics_config().validate()?;
         if let Some(t) = &self.stream.start_time {
             chrono::DateTime::parse_from_rfc3339(t)

@@ -1,0 +1,46 @@
+use retail_core::{EVENT_SCHEMA_VERSION, Event};
+
+/// Why a message on the events topic is not an event this build understands.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON at all.
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    /// JSON without a known `schema_version`.
+    #[error("unknown schema_version {0} (this build reads {EVENT_SCHEMA_VERSION})")]
+    UnknownVersion(String),
+    /// The right version but fields missing or of the wrong type.
+    #[error("invalid event: {0}")]
+    Invalid(String),
+}
+
+pub fn encode_event(event: &Event) -> Vec<u8> {
+    serde_json::to_vec(event).expect("events always serialise")
+}
+
+pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
+    let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    match value.get("schema_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == EVENT_SCHEMA_VERSION as u64 => {}
+        other => {
+            return Err(DecodeError::UnknownVersion(other.map(|v| v.to_string()).unwrap_or_else(|| "missing".into())));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| DecodeError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use retail_core::{EventKind, TenantId};
+
+    #[test]
+    fn round_trip_and_rejections() {
+        let e = Event::new(TenantId::default(), "cam".into(), 1, 5, 6, EventKind::ZoneEnter { zone: "z".into() });
+        assert_eq!(decode_event(&encode_event(&e)).unwrap(), e);
+        assert!(matches!(decode_event(b"\x00garbage"), Err(DecodeError::NotJson(_))));
+        let v2 = String::from_utf8(encode_event(&e)).unwrap().replace("\"schema_version\":1", "\"schema_version\":2");
+        assert_eq!(decode_event(v2.as_bytes()), Err(DecodeError::UnknownVersion("2".into())));
+        assert!(matches!(decode_event(br#"{"schema_version":1}"#), Err(DecodeError::Invalid(_))));
+    }
+}

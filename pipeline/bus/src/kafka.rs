@@ -1,0 +1,379 @@
+//! Kafka transport (rdkafka): a spooled idempotent producer and a group consumer.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use retail_core::Event;
+use tracing::{debug, info, warn};
+
+use crate::{BusConfig, BusError, EventProducer, Record, RecordConsumer, Spool, encode_event};
+
+/// Records in flight to the broker at once; bounds rdkafka's own queue.
+const WINDOW: usize = 2048;
+
+type Deliveries = Mutex<Vec<(u64, Result<(), String>)>>;
+
+struct DeliveryContext {
+    results: Arc<Deliveries>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = Box<u64>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: Box<u64>) {
+        let outcome = result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string());
+        self.results.lock().expect("delivery lock").push((*seq, outcome));
+    }
+}
+
+struct Shared {
+    spool: Mutex<Spool>,
+    /// Signalled when events are appended (sender wakes) or acknowledged (flush wakes).
+    changed: Condvar,
+    stop: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+/// Spooled, idempotent Kafka producer; see the crate docs.
+pub struct KafkaProducer {
+    brokers: String,
+    shared: Arc<Shared>,
+    sender: Option<JoinHandle<()>>,
+    direct: BaseProducer,
+    flush_timeout: Duration,
+}
+
+fn client_config(brokers: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers).set("client.id", "retail-ai");
+    c
+}
+
+fn kafka_err(brokers: &str, operation: &str, e: impl std::fmt::Display) -> BusError {
+    BusError::Kafka { brokers: brokers.to_owned(), operation: operation.to_owned(), reason: e.to_string() }
+}
+
+/// Creates the topics if missing. Never deletes or alters existing ones.
+pub fn ensure_topics(
+    brokers: &str,
+    topics: &[(&str, i32)],
+    replication: i32,
+    timeout: Duration,
+) -> Result<(), BusError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(brokers).create().map_err(|e| kafka_err(brokers, "admin client", e))?;
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(replication))).collect();
+    let opts = AdminOptions::new().request_timeout(Some(timeout)).operation_timeout(Some(timeout));
+    let results = futures_executor::block_on(admin.create_topics(&new, &opts))
+        .map_err(|e| kafka_err(brokers, "create topics", e))?;
+    for r in results {
+        match r {
+            Ok(t) => info!(topic = %t, "created topic"),
+            Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => debug!(topic = %t, "topic exists"),
+            Err((t, code)) => return Err(kafka_err(brokers, &format!("create topic {t}"), code)),
+        }
+    }
+    Ok(())
+}
+
+impl KafkaProducer {
+    pub fn open(brokers: &str, config: &BusConfig) -> Result<Self, BusError> {
+        let spool_dir = config.spool_dir.clone().unwrap_or_else(default_spool_dir);
+        let spool = Spool::open(&spool_dir, config.spool_max_bytes)?;
+        if spool.pending() > 0 {
+            info!(pending = spool.pending(), dir = %spool_dir.display(), "resending events left in the spool");
+        }
+        let results: Arc<Deliveries> = Arc::new(Mutex::new(Vec::new()));
+        let producer: BaseProducer<DeliveryContext> = client_config(brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", (config.message_timeout_s * 1000).to_string())
+            .set("linger.ms", "5")
+            .create_with_context(DeliveryContext { results: results.clone() })
+            .map_err(|e| kafka_err(brokers, "producer", e))?;
+        let direct: BaseProducer =
+            client_config(brokers).set("acks", "all").create().map_err(|e| kafka_err(brokers, "producer", e))?;
+        let shared = Arc::new(Shared {
+            spool: Mutex::new(spool),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        });
+        let sender = {
+            let shared = shared.clone();
+            let (brokers, topic, dlq) = (brokers.to_owned(), config.topic.clone(), config.dead_letter_topic.clone());
+            let (partitions, replication, create) = (config.partitions, config.replication, config.create_topics);
+            std::thread::Builder::new()
+                .name("kafka-sender".into())
+                .spawn(move || {
+                    let topics = [(topic.as_str(), partitions), (dlq.as_str(), 1)];
+                    send_loop(create, &brokers, &topic, &topics, replication, &producer, &results, &shared)
+                })
+                .map_err(|e| kafka_err(&config.url, "sender thread", e))?
+        };
+        Ok(KafkaProducer {
+            brokers: brokers.to_owned(),
+            shared,
+            sender: Some(sender),
+            direct,
+            flush_timeout: Duration::from_secs(config.flush_timeout_s),
+        })
+    }
+
+    /// Events waiting in the spool.
+    pub fn pending(&self) -> u64 {
+        self.shared.spool.lock().expect("spool lock").pending()
+    }
+}
+
+fn default_spool_dir() -> PathBuf {
+    let base = std::env::var_os("RETAIL_AI_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/")).join(".cache/retail-ai")
+    });
+    base.join("spool")
+}
+
+/// Delivers spooled records in order, acknowledging the contiguous delivered prefix.
+#[allow(clippy::too_many_arguments)]
+fn send_loop(
+    create_topics: bool,
+    brokers: &str,
+    topic: &str,
+    topics: &[(&str, i32)],
+    replication: i32,
+    producer: &BaseProducer<DeliveryContext>,
+    results: &Deliveries,
+    shared: &Shared,
+) {
+    let mut topics_ready = !create_topics;
+    let mut next_send = shared.spool.lock().expect("spool lock").acked();
+    let mut delivered: BTreeSet<u64> = BTreeSet::new();
+    let mut in_flight = 0usize;
+    let mut failed: Option<(u64, String)> = None;
+    let mut backoff_until = Instant::now();
+    loop {
+        let stopping = shared.stop.load(Ordering::Relaxed);
+        if stopping && in_flight == 0 {
+            break;
+        }
+        if !topics_ready && Instant::now() >= backoff_until {
+            // One attempt: if the broker is down it cannot be created now, and sends wait in
+            // rdkafka's retries and the spool until it returns (and auto-creates or has it).
+            if let Err(e) = ensure_topics(brokers, topics, replication, Duration::from_secs(5)) {
+                warn!(error = %e, "could not create topics; sending anyway");
+                *shared.last_error.lock().expect("lock") = Some(e.to_string());
+            }
+            topics_ready = true;
+        }
+        if topics_ready && failed.is_none() && !stopping && Instant::now() >= backoff_until && in_flight < WINDOW {
+            let batch = shared.spool.lock().expect("spool lock").read(next_send, WINDOW - in_flight);
+            match batch {
+                Ok(batch) => {
+                    for rec in batch {
+                        next_send = rec.seq + 1;
+                        if delivered.contains(&rec.seq) {
+                            continue;
+                        }
+                        let record =
+                            BaseRecord::with_opaque_to(topic, Box::new(rec.seq)).key(&rec.key).payload(&rec.payload);
+                        match producer.send(record) {
+                            Ok(()) => in_flight += 1,
+                            Err((e, _)) => {
+                                next_send = rec.seq;
+                                if !matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) {
+                                    failed = Some((rec.seq, e.to_string()));
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "spool read failed");
+                    *shared.last_error.lock().expect("lock") = Some(e.to_string());
+                    backoff_until = Instant::now() + Duration::from_secs(1);
+                }
+            }
+        }
+        producer.poll(Duration::from_millis(50));
+        for (seq, outcome) in std::mem::take(&mut *results.lock().expect("delivery lock")) {
+            in_flight -= 1;
+            match outcome {
+                Ok(()) => {
+                    delivered.insert(seq);
+                }
+                Err(reason) => {
+                    metrics::counter!("retail_bus_delivery_failures_total").increment(1);
+                    if failed.as_ref().is_none_or(|(s, _)| seq < *s) {
+                        failed = Some((seq, reason));
+                    }
+                }
+            }
+        }
+        // Acknowledge the delivered prefix so the spool can free it.
+        {
+            let mut spool = shared.spool.lock().expect("spool lock");
+            let mut cursor = spool.acked();
+            while delivered.remove(&cursor) {
+                cursor += 1;
+            }
+            if cursor > spool.acked() {
+                metrics::counter!("retail_bus_events_delivered_total").increment(cursor - spool.acked());
+                if let Err(e) = spool.ack_until(cursor) {
+                    warn!(error = %e, "spool ack failed");
+                }
+                *shared.last_error.lock().expect("lock") = None;
+                shared.changed.notify_all();
+            }
+            delivered.retain(|s| *s >= cursor);
+        }
+        // After a failure, let everything in flight settle, then resend from the failure.
+        if let Some((seq, reason)) = &failed
+            && in_flight == 0
+        {
+            warn!(from_seq = seq, reason = %reason, "delivery failed; resending from the spool");
+            *shared.last_error.lock().expect("lock") = Some(reason.clone());
+            next_send = *seq;
+            failed = None;
+            backoff_until = Instant::now() + Duration::from_secs(1);
+        }
+        if in_flight == 0 && !stopping {
+            let spool = shared.spool.lock().expect("spool lock");
+            if next_send >= spool.next_seq() {
+                let _ = shared.changed.wait_timeout(spool, Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+impl EventProducer for KafkaProducer {
+    fn send(&mut self, events: &[Event]) -> Result<(), BusError> {
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> =
+            events.iter().map(|e| (e.stream.0.as_bytes().to_vec(), encode_event(e))).collect();
+        let refs: Vec<(&[u8], &[u8])> = encoded.iter().map(|(k, p)| (k.as_slice(), p.as_slice())).collect();
+        let mut spool = self.shared.spool.lock().expect("spool lock");
+        if let Err(bytes) = spool.append(&refs)? {
+            metrics::counter!("retail_bus_spool_full_total").increment(1);
+            return Err(BusError::SpoolFull {
+                dir: spool.dir().to_owned(),
+                bytes,
+                limit: spool.max_bytes(),
+                pending: spool.pending(),
+                brokers: self.brokers.clone(),
+            });
+        }
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    fn send_raw(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<(), BusError> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(payload);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        self.direct.send(record).map_err(|(e, _)| kafka_err(&self.brokers, &format!("send to {topic}"), e))?;
+        self.direct.flush(Duration::from_secs(10)).map_err(|e| kafka_err(&self.brokers, &format!("send to {topic}"), e))
+    }
+
+    fn flush(&mut self, timeout: Duration) -> Result<(), BusError> {
+        let deadline = Instant::now() + timeout.min(self.flush_timeout.max(timeout));
+        let mut spool = self.shared.spool.lock().expect("spool lock");
+        while spool.pending() > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(BusError::FlushTimeout {
+                    pending: spool.pending(),
+                    brokers: self.brokers.clone(),
+                    timeout_s: timeout.as_secs(),
+                    spool: spool.dir().to_owned(),
+                });
+            }
+            spool = self.shared.changed.wait_timeout(spool, left.min(Duration::from_millis(200))).expect("lock").0;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for KafkaProducer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.changed.notify_all();
+        if let Some(h) = self.sender.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A consumer-group member with manual commits.
+pub struct KafkaConsumer {
+    brokers: String,
+    topic: String,
+    consumer: BaseConsumer,
+}
+
+impl KafkaConsumer {
+    pub fn open(brokers: &str, config: &BusConfig, group: &str) -> Result<Self, BusError> {
+        let consumer: BaseConsumer = client_config(brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| kafka_err(brokers, "consumer", e))?;
+        if config.create_topics {
+            let topics = [(config.topic.as_str(), config.partitions), (config.dead_letter_topic.as_str(), 1)];
+            ensure_topics(brokers, &topics, config.replication, Duration::from_secs(10))?;
+        }
+        consumer.subscribe(&[&config.topic]).map_err(|e| kafka_err(brokers, "subscribe", e))?;
+        Ok(KafkaConsumer { brokers: brokers.to_owned(), topic: config.topic.clone(), consumer })
+    }
+}
+
+impl RecordConsumer for KafkaConsumer {
+    fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Record>, BusError> {
+        let mut out = Vec::new();
+        let mut wait = timeout;
+        while out.len() < max {
+            match self.consumer.poll(wait) {
+                None => break,
+                Some(Err(e)) => return Err(kafka_err(&self.brokers, "poll", e)),
+                Some(Ok(m)) => out.push(Record {
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                }),
+            }
+            wait = Duration::ZERO;
+        }
+        Ok(out)
+    }
+
+    fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), BusError> {
+        if next_offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in next_offsets {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))
+                .map_err(|e| kafka_err(&self.brokers, "commit", e))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync).map_err(|e| kafka_err(&self.brokers, "commit", e))
+    }
+}

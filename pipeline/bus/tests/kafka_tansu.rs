@@ -1,0 +1,148 @@
+//! The Kafka transport against a real Kafka-protocol broker over TCP: tansu on its sqlite
+//! engine, started here from the binary that `scripts/setup-test-services.sh` builds and
+//! caches. Includes stopping the broker for 20 s in the middle of publishing.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use retail_bus::{BusConfig, EventProducer, KafkaConsumer, KafkaProducer, RecordConsumer, decode_event};
+use retail_core::{Event, EventKind, TenantId};
+
+struct Tansu {
+    bin: PathBuf,
+    port: u16,
+    db: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+fn tansu_bin() -> PathBuf {
+    let home = std::env::var_os("RETAIL_AI_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/retail-ai"));
+    let bin = home.join("tools/tansu/bin/tansu");
+    assert!(bin.is_file(), "{} missing: run scripts/setup-test-services.sh (make test does)", bin.display());
+    bin
+}
+
+impl Tansu {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Tansu { bin: tansu_bin(), port, db: dir.path().join("tansu.db"), child: None, _dir: dir };
+        t.resume();
+        t
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn resume(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(&self.bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .arg("--storage-engine")
+            .arg(format!("sqlite://{}", self.db.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let addr: SocketAddr = self.brokers().parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn events(stream: &str, from: u64, n: u64) -> Vec<Event> {
+    (from..from + n)
+        .map(|i| {
+            Event::new(TenantId::default(), stream.into(), i, i * 100, 0, EventKind::ZoneEnter { zone: "z".into() })
+        })
+        .collect()
+}
+
+fn consume(brokers: &str, cfg: &BusConfig, group: &str, want: usize) -> HashMap<String, usize> {
+    let mut c = KafkaConsumer::open(brokers, cfg, group).unwrap();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.values().sum::<usize>() < want && Instant::now() < deadline {
+        for r in c.poll(500, Duration::from_millis(500)).unwrap() {
+            *seen.entry(decode_event(&r.payload).unwrap().event_id).or_default() += 1;
+        }
+    }
+    seen
+}
+
+#[test]
+fn round_trip_through_real_broker() {
+    let broker = Tansu::start();
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = BusConfig {
+        url: format!("kafka://{}", broker.brokers()),
+        spool_dir: Some(spool.path().to_owned()),
+        ..BusConfig::default()
+    };
+    let mut p = KafkaProducer::open(&broker.brokers(), &cfg).unwrap();
+    p.send(&events("cam-1", 0, 200)).unwrap();
+    p.flush(Duration::from_secs(60)).unwrap();
+    let seen = consume(&broker.brokers(), &cfg, "round-trip", 200);
+    assert_eq!(seen.len(), 200);
+    assert!(seen.values().all(|n| *n == 1), "no duplicates without faults");
+}
+
+#[test]
+fn broker_stopped_for_20_s_loses_nothing() {
+    let mut broker = Tansu::start();
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = BusConfig {
+        url: format!("kafka://{}", broker.brokers()),
+        spool_dir: Some(spool.path().to_owned()),
+        message_timeout_s: 10,
+        ..BusConfig::default()
+    };
+    let mut p = KafkaProducer::open(&broker.brokers(), &cfg).unwrap();
+    p.send(&events("cam-1", 0, 100)).unwrap();
+    p.flush(Duration::from_secs(60)).unwrap();
+    broker.stop();
+    let outage = Instant::now();
+    // Publishing carries on during the outage, at the pace of a camera.
+    let mut next = 100;
+    while outage.elapsed() < Duration::from_secs(20) {
+        let started = Instant::now();
+        p.send(&events("cam-1", next, 10)).unwrap();
+        assert!(started.elapsed() < Duration::from_millis(500), "send blocked during the outage");
+        next += 10;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(p.pending() > 0);
+    broker.resume();
+    p.flush(Duration::from_secs(120)).unwrap();
+    let total = next as usize;
+    let seen = consume(&broker.brokers(), &cfg, "outage", total);
+    assert_eq!(seen.len(), total, "zero events lost");
+    let repeats: usize = seen.values().map(|n| n - 1).sum();
+    // Redelivery after the outage may repeat events on the wire; the aggregator drops
+    // repeats by event_id, so they are reported, not failed.
+    eprintln!("{total} events, {repeats} redelivered copies");
+}
