@@ -221,7 +221,7 @@ fn read_record(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
     }
     let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-    if len < 4 || len > 64 * 1024 * 1024 {
+    if !(4..=64 * 1024 * 1024).contains(&len) {
         return Ok(None);
     }
     let mut body = vec![0u8; len];
