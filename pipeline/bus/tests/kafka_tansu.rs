@@ -3,76 +3,11 @@
 //! caches. Includes stopping the broker for 20 s in the middle of publishing.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use retail_bus::{BusConfig, EventProducer, KafkaConsumer, KafkaProducer, RecordConsumer, decode_event};
 use retail_core::{Event, EventKind, TenantId};
-
-struct Tansu {
-    bin: PathBuf,
-    port: u16,
-    db: PathBuf,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-fn tansu_bin() -> PathBuf {
-    let home = std::env::var_os("RETAIL_AI_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/retail-ai"));
-    let bin = home.join("tools/tansu/bin/tansu");
-    assert!(bin.is_file(), "{} missing: run scripts/setup-test-services.sh (make test does)", bin.display());
-    bin
-}
-
-impl Tansu {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = tempfile::tempdir().unwrap();
-        let mut t = Tansu { bin: tansu_bin(), port, db: dir.path().join("tansu.db"), child: None, _dir: dir };
-        t.resume();
-        t
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn resume(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&self.bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .arg("--storage-engine")
-            .arg(format!("sqlite://{}", self.db.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        self.child = Some(child);
-        let addr: SocketAddr = self.brokers().parse().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use retail_testkit::Tansu;
 
 fn events(stream: &str, from: u64, n: u64) -> Vec<Event> {
     (from..from + n)

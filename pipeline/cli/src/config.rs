@@ -9,6 +9,7 @@ use retail_bus::BusConfig;
 use retail_core::TenantId;
 use retail_infer::DetectorConfig;
 use retail_ingest::IngestConfig;
+use retail_lake::LakeConfig;
 use retail_track::TrackerConfig;
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,8 @@ pub struct Config {
     /// Where events are published besides `events.jsonl`: `memory://` (default) or
     /// `kafka://host:port`.
     pub bus: BusConfig,
+    /// `[lake]`: the aggregator's storage, consumer group and lateness.
+    pub lake: LakeConfig,
     /// `[[lines]]`: counting lines.
     pub lines: Vec<LineConfig>,
     /// `[[zones]]`: occupancy and dwell zones.

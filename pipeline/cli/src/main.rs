@@ -61,8 +61,53 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run the lake aggregator: consume events from the bus, write per-minute Parquet
+    /// (tenant=…/date=…/), commit offsets after the files are durable.
+    Lake {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Stop after this many seconds without new events, having written everything
+        /// (batch mode); default: run until killed.
+        #[arg(long, value_name = "SECONDS")]
+        until_idle: Option<u64>,
+    },
+    /// Merge each day's per-minute lake files into one file per table, tenant and day, for
+    /// days before --before (answers do not change). Pick a day older than the lateness and
+    /// the aggregator's lag.
+    Compact {
+        /// First day NOT compacted, YYYY-MM-DD.
+        #[arg(long)]
+        before: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// SQL over the lake for one tenant: tables events, line_counts, zone_occupancy,
+    /// late_events (each with a `date` partition column).
+    Query {
+        /// One read-only SQL statement.
+        sql: String,
+        /// The tenant whose data is queried; no other tenant's rows are visible.
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
     /// Report what this binary finds: GStreamer and its elements, ONNX Runtime, the model.
     Doctor,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn main() -> ExitCode {
@@ -128,10 +173,68 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Lake { config, until_idle } => {
+            let cfg = Config::load(config.as_deref())?;
+            let store = retail_lake::LakeStore::open(&cfg.lake.url, &cfg.lake.s3)?;
+            let mut consumer = retail_bus::open_consumer(&cfg.bus, &cfg.lake.group)?;
+            let mut dead_letters = retail_bus::open_producer(&cfg.bus)?;
+            let stop = match until_idle {
+                Some(s) => retail_lake::StopWhen::Idle(std::time::Duration::from_secs(s)),
+                None => retail_lake::StopWhen::Never,
+            };
+            let stats = runtime()?.block_on(retail_lake::run(
+                &cfg.lake,
+                &cfg.bus,
+                consumer.as_mut(),
+                dead_letters.as_mut(),
+                &store,
+                stop,
+            ))?;
+            println!("{}", serde_json::to_string(&stats)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compact { before, config } => {
+            chrono::NaiveDate::parse_from_str(&before, "%Y-%m-%d")
+                .map_err(|e| anyhow::anyhow!("--before {before:?} is not YYYY-MM-DD: {e}"))?;
+            let cfg = Config::load(config.as_deref())?;
+            let store = retail_lake::LakeStore::open(&cfg.lake.url, &cfg.lake.s3)?;
+            let stats = runtime()?.block_on(retail_lake::compact(&store, &before))?;
+            println!("{}", serde_json::to_string(&stats)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Query { sql, tenant, config, format } => {
+            let cfg = Config::load(config.as_deref())?;
+            let store = retail_lake::LakeStore::open(&cfg.lake.url, &cfg.lake.s3)?;
+            let batches = runtime()?.block_on(retail_lake::query::query(&store, &tenant, &sql))?;
+            print!("{}", render(&batches, format)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor => {
             let (ok, report) = retail_ai::doctor::run();
             print!("{report}");
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
+}
+
+fn render(batches: &[datafusion::arrow::array::RecordBatch], format: OutputFormat) -> anyhow::Result<String> {
+    use datafusion::arrow;
+    Ok(match format {
+        OutputFormat::Table => format!("{}\n", arrow::util::pretty::pretty_format_batches(batches)?),
+        OutputFormat::Csv => {
+            let mut w = arrow::csv::Writer::new(Vec::new());
+            for b in batches {
+                w.write(b)?;
+            }
+            String::from_utf8(w.into_inner())?
+        }
+        OutputFormat::Json => {
+            let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+            String::from_utf8(w.into_inner())?
+        }
+    })
 }

@@ -9,6 +9,18 @@ pub enum LakeError {
     /// The Parquet writer or reader failed.
     #[error("{}: parquet: {message}", path.display())]
     Parquet { path: PathBuf, message: String },
+    /// The object store (local directory or S3) refused an operation.
+    #[error("lake {url}: {message}")]
+    Store { url: String, message: String },
+    /// The event bus failed while aggregating.
+    #[error(transparent)]
+    Bus(#[from] retail_bus::BusError),
+    /// A SQL query failed (syntax, unknown table or column, forbidden statement).
+    #[error("query: {0}")]
+    Query(String),
+    /// The tenant has no data in this lake (or the id is malformed).
+    #[error("unknown tenant `{tenant}`: {reason}")]
+    UnknownTenant { tenant: String, reason: String },
     /// Building an Arrow record batch failed (a bug: the schema and columns disagree).
     #[error("arrow batch `{table}`: {message}")]
     Arrow { table: String, message: String },

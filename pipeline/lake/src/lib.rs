@@ -12,12 +12,22 @@
 //! `total_dwell_s` Float64 — dwell is attributed to the minute the visit ended.
 
 mod aggregate;
+mod compact;
 mod error;
 mod parquet_io;
+pub mod query;
+mod service;
+mod store;
+pub mod tables;
+mod window;
 
 pub use aggregate::{MinuteAggregator, line_counts_schema, zone_occupancy_schema};
+pub use compact::{CompactStats, compact};
 pub use error::LakeError;
 pub use parquet_io::{read_parquet, write_parquet_atomic};
+pub use service::{LakeConfig, LakeStats, StopWhen, run};
+pub use store::{LakeStore, S3Settings};
+pub use window::{ClosedWindow, Disposition, WindowKey, WindowedAggregator};
 
 /// Microseconds in a minute.
 pub const MINUTE_US: i64 = 60_000_000;

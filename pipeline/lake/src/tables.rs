@@ -1,0 +1,201 @@
+//! Arrow schemas and record batches of the lake's tables, built from closed windows.
+//!
+//! Layout (Hive-style, one tenant per prefix): `{table}/tenant={t}/date={YYYY-MM-DD}/…parquet`.
+//! `tenant` and `date` come from the path; the files hold the columns below.
+//!
+//! * `events`: `event_id`, `stream`, `track_id`, `kind`, `line`, `direction`, `zone`, `dwell_s`,
+//!   `reason`, `pts_ns`, `time` (µs UTC), `schema_version` — deduplicated by `event_id`.
+//! * `line_counts`: `stream`, `line`, `minute` (µs UTC), `in_count`, `out_count`.
+//! * `zone_occupancy`: `stream`, `zone`, `minute`, `entries`, `exits`, `mean_dwell_s`
+//!   (null without exits), `total_dwell_s` — dwell counted in the minute a visit ended.
+//! * `late_events`: the `events` columns plus `partition`, `offset`: events that arrived after
+//!   their minute was written.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use retail_core::{Direction, Event, EventKind, ExitReason};
+
+use crate::LakeError;
+
+fn ts(name: &str) -> Field {
+    Field::new(name, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false)
+}
+
+pub fn events_schema() -> SchemaRef {
+    Arc::new(Schema::new(event_fields()))
+}
+
+fn event_fields() -> Vec<Field> {
+    vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("stream", DataType::Utf8, false),
+        Field::new("track_id", DataType::Int64, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("line", DataType::Utf8, true),
+        Field::new("direction", DataType::Utf8, true),
+        Field::new("zone", DataType::Utf8, true),
+        Field::new("dwell_s", DataType::Float64, true),
+        Field::new("reason", DataType::Utf8, true),
+        Field::new("pts_ns", DataType::Int64, false),
+        ts("time"),
+        Field::new("schema_version", DataType::Int32, false),
+    ]
+}
+
+pub fn late_events_schema() -> SchemaRef {
+    let mut f = event_fields();
+    f.push(Field::new("partition", DataType::Int32, false));
+    f.push(Field::new("offset", DataType::Int64, false));
+    Arc::new(Schema::new(f))
+}
+
+pub fn lake_line_counts_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("stream", DataType::Utf8, false),
+        Field::new("line", DataType::Utf8, false),
+        ts("minute"),
+        Field::new("in_count", DataType::Int64, false),
+        Field::new("out_count", DataType::Int64, false),
+    ]))
+}
+
+pub fn lake_zone_occupancy_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("stream", DataType::Utf8, false),
+        Field::new("zone", DataType::Utf8, false),
+        ts("minute"),
+        Field::new("entries", DataType::Int64, false),
+        Field::new("exits", DataType::Int64, false),
+        Field::new("mean_dwell_s", DataType::Float64, true),
+        Field::new("total_dwell_s", DataType::Float64, false),
+    ]))
+}
+
+fn arrow_err(table: &str) -> impl Fn(arrow_schema::ArrowError) -> LakeError + '_ {
+    move |e| LakeError::Arrow { table: table.to_owned(), message: e.to_string() }
+}
+
+fn event_columns(events: &[&Event]) -> Vec<ArrayRef> {
+    let s = |f: &dyn Fn(&Event) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from(events.iter().map(|e| f(e)).collect::<Vec<_>>()))
+    };
+    vec![
+        s(&|e| Some(e.event_id.clone())),
+        s(&|e| Some(e.stream.0.clone())),
+        Arc::new(Int64Array::from(events.iter().map(|e| e.track_id as i64).collect::<Vec<_>>())),
+        s(&|e| {
+            Some(
+                match e.kind {
+                    EventKind::LineCrossing { .. } => "line_crossing",
+                    EventKind::ZoneEnter { .. } => "zone_enter",
+                    EventKind::ZoneExit { .. } => "zone_exit",
+                }
+                .into(),
+            )
+        }),
+        s(&|e| match &e.kind {
+            EventKind::LineCrossing { line, .. } => Some(line.clone()),
+            _ => None,
+        }),
+        s(&|e| match &e.kind {
+            EventKind::LineCrossing { direction: Direction::In, .. } => Some("in".into()),
+            EventKind::LineCrossing { direction: Direction::Out, .. } => Some("out".into()),
+            _ => None,
+        }),
+        s(&|e| match &e.kind {
+            EventKind::ZoneEnter { zone } | EventKind::ZoneExit { zone, .. } => Some(zone.clone()),
+            _ => None,
+        }),
+        Arc::new(Float64Array::from(
+            events
+                .iter()
+                .map(|e| match e.kind {
+                    EventKind::ZoneExit { dwell_s, .. } => Some(dwell_s),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        )),
+        s(&|e| match e.kind {
+            EventKind::ZoneExit { reason, .. } => Some(
+                match reason {
+                    ExitReason::Left => "left",
+                    ExitReason::TrackLost => "track_lost",
+                    ExitReason::EndOfStream => "end_of_stream",
+                }
+                .into(),
+            ),
+            _ => None,
+        }),
+        Arc::new(Int64Array::from(events.iter().map(|e| e.pts_ns as i64).collect::<Vec<_>>())),
+        Arc::new(
+            TimestampMicrosecondArray::from(events.iter().map(|e| e.time_us).collect::<Vec<_>>()).with_timezone("UTC"),
+        ),
+        Arc::new(Int32Array::from(events.iter().map(|e| e.schema_version as i32).collect::<Vec<_>>())),
+    ]
+}
+
+pub fn events_batch(events: &[Event]) -> Result<RecordBatch, LakeError> {
+    let refs: Vec<&Event> = events.iter().collect();
+    RecordBatch::try_new(events_schema(), event_columns(&refs)).map_err(arrow_err("events"))
+}
+
+pub fn late_events_batch(late: &[(i32, i64, Event)]) -> Result<RecordBatch, LakeError> {
+    let refs: Vec<&Event> = late.iter().map(|(_, _, e)| e).collect();
+    let mut cols = event_columns(&refs);
+    cols.push(Arc::new(Int32Array::from(late.iter().map(|(p, _, _)| *p).collect::<Vec<_>>())));
+    cols.push(Arc::new(Int64Array::from(late.iter().map(|(_, o, _)| *o).collect::<Vec<_>>())));
+    RecordBatch::try_new(late_events_schema(), cols).map_err(arrow_err("late_events"))
+}
+
+/// Per-minute line counts of one window's events.
+pub fn line_counts_batch(minute_us: i64, events: &[Event]) -> Result<RecordBatch, LakeError> {
+    let mut counts: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
+    for e in events {
+        if let EventKind::LineCrossing { line, direction } = &e.kind {
+            let c = counts.entry((e.stream.0.as_str(), line.as_str())).or_default();
+            match direction {
+                Direction::In => c.0 += 1,
+                Direction::Out => c.1 += 1,
+            }
+        }
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(counts.keys().map(|k| k.0).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(counts.keys().map(|k| k.1).collect::<Vec<_>>())),
+        Arc::new(TimestampMicrosecondArray::from(vec![minute_us; counts.len()]).with_timezone("UTC")),
+        Arc::new(Int64Array::from(counts.values().map(|c| c.0).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(counts.values().map(|c| c.1).collect::<Vec<_>>())),
+    ];
+    RecordBatch::try_new(lake_line_counts_schema(), cols).map_err(arrow_err("line_counts"))
+}
+
+/// Per-minute zone entries, exits and dwell of one window's events.
+pub fn zone_occupancy_batch(minute_us: i64, events: &[Event]) -> Result<RecordBatch, LakeError> {
+    let mut zones: BTreeMap<(&str, &str), (i64, i64, f64)> = BTreeMap::new();
+    for e in events {
+        match &e.kind {
+            EventKind::ZoneEnter { zone } => zones.entry((e.stream.0.as_str(), zone.as_str())).or_default().0 += 1,
+            EventKind::ZoneExit { zone, dwell_s, .. } => {
+                let z = zones.entry((e.stream.0.as_str(), zone.as_str())).or_default();
+                z.1 += 1;
+                z.2 += dwell_s;
+            }
+            EventKind::LineCrossing { .. } => {}
+        }
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(zones.keys().map(|k| k.0).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(zones.keys().map(|k| k.1).collect::<Vec<_>>())),
+        Arc::new(TimestampMicrosecondArray::from(vec![minute_us; zones.len()]).with_timezone("UTC")),
+        Arc::new(Int64Array::from(zones.values().map(|z| z.0).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(zones.values().map(|z| z.1).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(zones.values().map(|z| (z.1 > 0).then(|| z.2 / z.1 as f64)).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(zones.values().map(|z| z.2).collect::<Vec<_>>())),
+    ];
+    RecordBatch::try_new(lake_zone_occupancy_schema(), cols).map_err(arrow_err("zone_occupancy"))
+}

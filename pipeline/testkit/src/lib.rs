@@ -1,0 +1,159 @@
+//! Real services for tests, started from the binaries `scripts/setup-test-services.sh` caches
+//! under `$RETAIL_AI_HOME/tools`: a tansu Kafka-protocol broker (sqlite storage) and a
+//! SeaweedFS S3 server, both bound to 127.0.0.1 on free ports and killed on drop. A missing
+//! binary fails the test with the command that installs it; nothing is skipped.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `$RETAIL_AI_HOME`, default `~/.cache/retail-ai`.
+pub fn cache_home() -> PathBuf {
+    std::env::var_os("RETAIL_AI_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/retail-ai"))
+}
+
+fn tool(rel: &str) -> PathBuf {
+    let p = cache_home().join("tools").join(rel);
+    assert!(p.is_file(), "{} missing: run scripts/setup-test-services.sh (make test does)", p.display());
+    p
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on 127.0.0.1:{port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A tansu broker with its sqlite file in a temp dir; can be stopped and resumed on the same
+/// port and data, to simulate an outage.
+pub struct Tansu {
+    port: u16,
+    db: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Tansu {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Tansu { port: free_port(), db: dir.path().join("tansu.db"), child: None, _dir: dir };
+        t.resume();
+        t
+    }
+
+    /// `host:port` for `kafka://` URLs.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn resume(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(tool("tansu/bin/tansu"))
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .arg("--storage-engine")
+            .arg(format!("sqlite://{}", self.db.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        wait_for_port(self.port, "tansu");
+    }
+
+    /// Kills the broker (its data stays).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A SeaweedFS server with one bucket, `lake`, and one identity.
+pub struct SeaweedFs {
+    child: Child,
+    pub s3_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+pub const S3_ACCESS_KEY: &str = "retail-test";
+pub const S3_SECRET_KEY: &str = "retail-test-secret";
+pub const S3_BUCKET: &str = "lake";
+
+impl SeaweedFs {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("s3.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"identities":[{{"name":"retail","credentials":[{{"accessKey":"{S3_ACCESS_KEY}","secretKey":"{S3_SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        let base = free_port_block();
+        let child = Command::new(tool("seaweedfs/bin/weed"))
+            .arg("mini")
+            .arg(format!("-dir={}", dir.path().join("data").display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false", "-webdav=false"])
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .arg(format!("-bucket={S3_BUCKET}"))
+            .arg(format!("-s3.config={}", config.display()))
+            .arg(format!("-master.port={base}"))
+            .arg(format!("-volume.port={}", base + 1))
+            .arg(format!("-filer.port={}", base + 2))
+            .arg(format!("-s3.port={}", base + 3))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start weed");
+        let s = SeaweedFs { child, s3_port: base + 3, _dir: dir };
+        wait_for_port(s.s3_port, "SeaweedFS S3");
+        // The bucket is created just after the port opens.
+        std::thread::sleep(Duration::from_secs(2));
+        s
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Four consecutive free ports whose +10000 gRPC partners are free too.
+fn free_port_block() -> u16 {
+    for _ in 0..200 {
+        let p = free_port();
+        if !(20_000..50_000).contains(&p) {
+            continue;
+        }
+        let ok = (0..4u16).all(|i| {
+            TcpListener::bind(("127.0.0.1", p + i)).is_ok() && TcpListener::bind(("127.0.0.1", p + i + 10_000)).is_ok()
+        });
+        if ok {
+            return p;
+        }
+    }
+    panic!("no free block of ports on 127.0.0.1");
+}
