@@ -160,7 +160,7 @@ async fn local_directory() {
     aggregate_query_and_recover(store).await;
     // Partitioned tenant=…/date=…/ and only whole files.
     assert!(dir.path().join("line_counts/tenant=acme/date=2026-11-27").is_dir());
-    let partial = walk(dir.path()).into_iter().filter(|p| !p.extension().is_some_and(|e| e == "parquet")).count();
+    let partial = walk(dir.path()).into_iter().filter(|p| p.extension().is_none_or(|e| e != "parquet")).count();
     assert_eq!(partial, 0);
 }
 
