@@ -25,7 +25,7 @@ fn write_config(dir: &Path, name: &str, brokers: &str, lake: &Path, group: &str)
     let fixture =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vtest.toml")).unwrap();
     let text = format!(
-        "{fixture}\n[bus]\nurl = \"kafka://{brokers}\"\nspool-dir = {spool:?}\nflush-timeout-s = 120\nmessage-timeout-s = 10\n\n\
+        "{fixture}\n[bus]\nurl = \"kafka://{brokers}\"\nspool-dir = {spool:?}\nflush-timeout-s = 120\nmessage-timeout-s = 120\n\n\
          [lake]\nurl = {lake:?}\ngroup = \"{group}\"\nlateness-s = 30\nidle-flush-s = 3600\n",
         spool = dir.join(format!("spool-{name}")).display().to_string(),
         lake = lake.display().to_string(),

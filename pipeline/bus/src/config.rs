@@ -26,6 +26,8 @@ pub struct BusConfig {
     pub flush_timeout_s: u64,
     /// How long the Kafka client keeps retrying one send before it is re-sent from the spool.
     pub message_timeout_s: u64,
+    /// A consumer that stops heartbeating (killed) loses its partitions after this long.
+    pub session_timeout_s: u64,
 }
 
 impl Default for BusConfig {
@@ -40,7 +42,8 @@ impl Default for BusConfig {
             spool_dir: None,
             spool_max_bytes: 256 * 1024 * 1024,
             flush_timeout_s: 120,
-            message_timeout_s: 30,
+            message_timeout_s: 300,
+            session_timeout_s: 10,
         }
     }
 }

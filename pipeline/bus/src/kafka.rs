@@ -99,13 +99,20 @@ impl KafkaProducer {
             info!(pending = spool.pending(), dir = %spool_dir.display(), "resending events left in the spool");
         }
         let results: Arc<Deliveries> = Arc::new(Mutex::new(Vec::new()));
-        let producer: BaseProducer<DeliveryContext> = client_config(brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", (config.message_timeout_s * 1000).to_string())
-            .set("linger.ms", "5")
-            .create_with_context(DeliveryContext { results: results.clone() })
-            .map_err(|e| kafka_err(brokers, "producer", e))?;
+        let make_producer = {
+            let (brokers, results) = (brokers.to_owned(), results.clone());
+            let timeout_ms = (config.message_timeout_s * 1000).to_string();
+            move || -> Result<BaseProducer<DeliveryContext>, BusError> {
+                client_config(&brokers)
+                    .set("enable.idempotence", "true")
+                    .set("acks", "all")
+                    .set("message.timeout.ms", &timeout_ms)
+                    .set("linger.ms", "5")
+                    .create_with_context(DeliveryContext { results: results.clone() })
+                    .map_err(|e| kafka_err(&brokers, "producer", e))
+            }
+        };
+        let producer = make_producer()?;
         let direct: BaseProducer =
             client_config(brokers).set("acks", "all").create().map_err(|e| kafka_err(brokers, "producer", e))?;
         let shared = Arc::new(Shared {
@@ -122,7 +129,7 @@ impl KafkaProducer {
                 .name("kafka-sender".into())
                 .spawn(move || {
                     let topics = [(topic.as_str(), partitions), (dlq.as_str(), 1)];
-                    send_loop(create, &brokers, &topic, &topics, replication, &producer, &results, &shared)
+                    send_loop(create, &brokers, &topic, &topics, replication, producer, &make_producer, &results, &shared)
                 })
                 .map_err(|e| kafka_err(&config.url, "sender thread", e))?
         };
@@ -156,7 +163,8 @@ fn send_loop(
     topic: &str,
     topics: &[(&str, i32)],
     replication: i32,
-    producer: &BaseProducer<DeliveryContext>,
+    mut producer: BaseProducer<DeliveryContext>,
+    make_producer: &dyn Fn() -> Result<BaseProducer<DeliveryContext>, BusError>,
     results: &Deliveries,
     shared: &Shared,
 ) {
@@ -251,6 +259,16 @@ fn send_loop(
             next_send = *seq;
             failed = None;
             backoff_until = Instant::now() + Duration::from_secs(1);
+            // Timed-out sends leave an idempotent producer's sequence numbers unknown (a fatal
+            // state for some brokers): start a fresh producer; repeats are dropped downstream
+            // by event id.
+            if let Some(fatal) = producer.client().fatal_error() {
+                warn!(?fatal, "producer in fatal state");
+            }
+            match make_producer() {
+                Ok(p) => producer = p,
+                Err(e) => warn!(error = %e, "cannot recreate producer; retrying with the old one"),
+            }
         }
         if in_flight == 0 && !stopping {
             let spool = shared.spool.lock().expect("spool lock");
@@ -333,6 +351,7 @@ impl KafkaConsumer {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", (config.session_timeout_s * 1000).to_string())
             .create()
             .map_err(|e| kafka_err(brokers, "consumer", e))?;
         if config.create_topics {

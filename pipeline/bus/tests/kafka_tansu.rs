@@ -48,12 +48,13 @@ fn round_trip_through_real_broker() {
 
 #[test]
 fn broker_stopped_for_20_s_loses_nothing() {
+    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
     let mut broker = Tansu::start();
     let spool = tempfile::tempdir().unwrap();
     let cfg = BusConfig {
         url: format!("kafka://{}", broker.brokers()),
         spool_dir: Some(spool.path().to_owned()),
-        message_timeout_s: 10,
+        message_timeout_s: 60,
         ..BusConfig::default()
     };
     let mut p = KafkaProducer::open(&broker.brokers(), &cfg).unwrap();

@@ -54,8 +54,6 @@ pub struct LakeStats {
     pub windows_written: u64,
 }
 
-const GROUP_JOIN_GRACE: Duration = Duration::from_secs(20);
-
 /// When [`run`] returns.
 #[derive(Clone, Copy, Debug)]
 pub enum StopWhen {
@@ -77,6 +75,8 @@ pub async fn run(
     let mut agg = WindowedAggregator::new(config.lateness_s as i64 * 1_000_000);
     let mut stats = LakeStats::default();
     let started = Instant::now();
+    // A killed predecessor holds the partitions until its session times out.
+    let join_grace = Duration::from_secs(2 * bus.session_timeout_s + 10);
     let mut last_record = Instant::now();
     let mut seen_any = false;
     let idle_flush = Duration::from_secs(config.idle_flush_s);
@@ -123,7 +123,7 @@ pub async fn run(
         // Joining a consumer group takes a few seconds: idleness before the first record only
         // counts after a grace period.
         let stopping = matches!(stop, StopWhen::Idle(d)
-            if records.is_empty() && idle >= d && (seen_any || started.elapsed() >= GROUP_JOIN_GRACE.max(d)));
+            if records.is_empty() && idle >= d && (seen_any || started.elapsed() >= join_grace.max(d)));
         for w in agg.take_closed(quiet || stopping) {
             store.write_window(&w).await?;
             agg.written_ok(&w.key);

@@ -37,7 +37,7 @@ pub fn free_port() -> u16 {
 /// port and data, to simulate an outage.
 pub struct Tansu {
     port: u16,
-    db: PathBuf,
+    dir: PathBuf,
     child: Option<Child>,
     _dir: tempfile::TempDir,
 }
@@ -45,7 +45,7 @@ pub struct Tansu {
 impl Tansu {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut t = Tansu { port: free_port(), db: dir.path().join("tansu.db"), child: None, _dir: dir };
+        let mut t = Tansu { port: free_port(), dir: dir.path().to_owned(), child: None, _dir: dir };
         t.resume();
         t
     }
@@ -59,8 +59,9 @@ impl Tansu {
         let url = format!("tcp://127.0.0.1:{}", self.port);
         let child = Command::new(tool("tansu/bin/tansu"))
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .arg("--storage-engine")
-            .arg(format!("sqlite://{}", self.db.display()))
+            // tansu resolves sqlite:// paths against its working directory.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
