@@ -129,7 +129,17 @@ impl KafkaProducer {
                 .name("kafka-sender".into())
                 .spawn(move || {
                     let topics = [(topic.as_str(), partitions), (dlq.as_str(), 1)];
-                    send_loop(create, &brokers, &topic, &topics, replication, producer, &make_producer, &results, &shared)
+                    send_loop(
+                        create,
+                        &brokers,
+                        &topic,
+                        &topics,
+                        replication,
+                        producer,
+                        &make_producer,
+                        &results,
+                        &shared,
+                    )
                 })
                 .map_err(|e| kafka_err(&config.url, "sender thread", e))?
         };

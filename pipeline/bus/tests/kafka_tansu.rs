@@ -48,7 +48,10 @@ fn round_trip_through_real_broker() {
 
 #[test]
 fn broker_stopped_for_20_s_loses_nothing() {
-    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
     let mut broker = Tansu::start();
     let spool = tempfile::tempdir().unwrap();
     let cfg = BusConfig {
