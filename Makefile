@@ -36,8 +36,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-bench: build
+bench: build test-services
 	$(CARGO_TARGET_DIR)/debug/throughput --reps 3
+	$(CARGO_TARGET_DIR)/debug/lake --events 20000 --reps 3
 
 clean:
 	rm -rf results bin
