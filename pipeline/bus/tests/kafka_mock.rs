@@ -28,6 +28,14 @@ fn config(brokers: &str, spool: &std::path::Path) -> BusConfig {
     }
 }
 
+/// A one-broker mock cluster with the events topic, and its bootstrap address.
+fn mock() -> (MockCluster<'static, rdkafka::producer::DefaultProducerContext>, String) {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("events", 3, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    (cluster, brokers)
+}
+
 fn consume_ids(brokers: &str, cfg: &BusConfig, want: usize) -> Vec<String> {
     let mut c = KafkaConsumer::open(brokers, cfg, "test-group").unwrap();
     let mut ids = Vec::new();
@@ -42,9 +50,7 @@ fn consume_ids(brokers: &str, cfg: &BusConfig, want: usize) -> Vec<String> {
 
 #[test]
 fn delivers_everything_in_key_order() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 3, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = mock();
     let spool = tempfile::tempdir().unwrap();
     let cfg = config(&brokers, spool.path());
     let mut p = KafkaProducer::open(&brokers, &cfg).unwrap();
@@ -67,9 +73,7 @@ fn delivers_everything_in_key_order() {
 
 #[test]
 fn broker_outage_loses_nothing() {
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 3, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let (cluster, brokers) = mock();
     let spool = tempfile::tempdir().unwrap();
     let cfg = config(&brokers, spool.path());
     let mut p = KafkaProducer::open(&brokers, &cfg).unwrap();
@@ -99,9 +103,7 @@ fn spooled_events_survive_a_restart() {
         p.send(&events("cam", 25)).unwrap();
         assert_eq!(p.pending(), 25);
     }
-    let cluster = MockCluster::new(1).unwrap();
-    cluster.create_topic("events", 3, 1).unwrap();
-    let brokers = cluster.bootstrap_servers();
+    let (_cluster, brokers) = mock();
     let cfg = config(&brokers, spool.path());
     let mut p = KafkaProducer::open(&brokers, &cfg).unwrap();
     assert_eq!(p.pending(), 25, "the restarted producer found the spooled events");

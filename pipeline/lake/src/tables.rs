@@ -54,14 +54,10 @@ pub fn late_events_schema() -> SchemaRef {
     Arc::new(Schema::new(f))
 }
 
+/// The same columns as the `line_counts` file `retail-ai analyze` writes, so one query works
+/// on both.
 pub fn lake_line_counts_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("stream", DataType::Utf8, false),
-        Field::new("line", DataType::Utf8, false),
-        ts("minute"),
-        Field::new("in_count", DataType::Int64, false),
-        Field::new("out_count", DataType::Int64, false),
-    ]))
+    crate::line_counts_schema()
 }
 
 pub fn lake_zone_occupancy_schema() -> SchemaRef {
