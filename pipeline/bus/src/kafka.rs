@@ -351,7 +351,12 @@ impl Drop for KafkaProducer {
 pub struct KafkaConsumer {
     brokers: String,
     topic: String,
+    group: String,
     consumer: BaseConsumer,
+    session_timeout: Duration,
+    /// Since when this member has held no partition (None while it holds some).
+    unassigned_since: Option<Instant>,
+    rejoin_backoff: Duration,
 }
 
 impl KafkaConsumer {
@@ -369,17 +374,71 @@ impl KafkaConsumer {
             ensure_topics(brokers, &topics, config.replication, Duration::from_secs(10))?;
         }
         consumer.subscribe(&[&config.topic]).map_err(|e| kafka_err(brokers, "subscribe", e))?;
-        Ok(KafkaConsumer { brokers: brokers.to_owned(), topic: config.topic.clone(), consumer })
+        Ok(KafkaConsumer {
+            brokers: brokers.to_owned(),
+            topic: config.topic.clone(),
+            group: group.to_owned(),
+            consumer,
+            session_timeout: Duration::from_secs(config.session_timeout_s),
+            unassigned_since: None,
+            rejoin_backoff: Duration::ZERO,
+        })
+    }
+
+    /// Partitions this member holds now.
+    pub fn assigned_partitions(&self) -> Vec<i32> {
+        self.consumer.assignment().map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect()).unwrap_or_default()
+    }
+
+    /// A member that has held no partition for a while rejoins the group, backing off (doubling,
+    /// up to ten minutes) while rejoining changes nothing. Some brokers (tansu 0.6) finish a
+    /// rebalance with an empty assignment when the previous leader, killed without leaving,
+    /// expires during the SyncGroup of the member that replaces it, and never rebalance again;
+    /// its DescribeGroups fails on that engine, so the member cannot ask how many peers it has.
+    /// On Kafka an idle member of a group larger than the partition count costs a rebalance
+    /// at these growing intervals.
+    fn rejoin_if_left_out(&mut self) -> Result<(), BusError> {
+        let now = Instant::now();
+        if !self.assigned_partitions().is_empty() {
+            self.unassigned_since = None;
+            self.rejoin_backoff = Duration::ZERO;
+            return Ok(());
+        }
+        let since = *self.unassigned_since.get_or_insert(now);
+        if self.rejoin_backoff.is_zero() {
+            self.rejoin_backoff = (self.session_timeout * 2).max(Duration::from_secs(2));
+        }
+        if now - since < self.rejoin_backoff {
+            return Ok(());
+        }
+        warn!(
+            group = %self.group,
+            topic = %self.topic,
+            unassigned_s = (now - since).as_secs(),
+            "this member has held no partition since it joined: rejoining the group"
+        );
+        self.consumer.unsubscribe();
+        self.consumer.subscribe(&[&self.topic]).map_err(|e| kafka_err(&self.brokers, "subscribe", e))?;
+        self.unassigned_since = Some(now);
+        self.rejoin_backoff = (self.rejoin_backoff * 2).min(Duration::from_secs(600));
+        Ok(())
     }
 }
 
 impl RecordConsumer for KafkaConsumer {
     fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Record>, BusError> {
+        self.rejoin_if_left_out()?;
         let mut out = Vec::new();
         let mut wait = timeout;
         while out.len() < max {
             match self.consumer.poll(wait) {
                 None => break,
+                // librdkafka reconnects by itself after these (broker down, transport errors);
+                // only a fatal error ends consumption.
+                Some(Err(KafkaError::MessageConsumption(code))) => {
+                    warn!(brokers = %self.brokers, error = %code, "kafka consumer: transient error, retrying");
+                    break;
+                }
                 Some(Err(e)) => return Err(kafka_err(&self.brokers, "poll", e)),
                 Some(Ok(m)) => out.push(Record {
                     topic: m.topic().to_owned(),

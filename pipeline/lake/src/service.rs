@@ -75,8 +75,9 @@ pub async fn run(
     let mut agg = WindowedAggregator::new(config.lateness_s as i64 * 1_000_000);
     let mut stats = LakeStats::default();
     let started = Instant::now();
-    // A killed predecessor holds the partitions until its session times out.
-    let join_grace = Duration::from_secs(2 * bus.session_timeout_s + 10);
+    // A killed predecessor holds the partitions until its session times out, and a member
+    // left without partitions rejoins after two session timeouts (retail_bus::kafka).
+    let join_grace = Duration::from_secs(4 * bus.session_timeout_s + 10);
     let mut last_record = Instant::now();
     let mut seen_any = false;
     let idle_flush = Duration::from_secs(config.idle_flush_s);
@@ -136,7 +137,15 @@ pub async fn run(
             store.write_late(&late).await?;
         }
         // Only now, with everything before these offsets durable, may the group move on.
-        consumer.commit(&agg.committable())?;
+        // A failed commit loses nothing (the records come again and are dropped by event id);
+        // it is retried on the next turn, and only the last one before stopping must succeed.
+        match consumer.commit(&agg.committable()) {
+            Err(e) if !stopping => {
+                warn!(error = %e, "offset commit failed; retrying");
+                metrics::counter!("retail_lake_commit_failures_total").increment(1);
+            }
+            result => result?,
+        }
         if stopping {
             info!(?stats, "idle: everything written, stopping");
             return Ok(stats);
