@@ -37,6 +37,12 @@ fn write_config(dir: &Path, name: &str, brokers: &str, lake: &Path, group: &str)
     p
 }
 
+/// `retail-ai lake --until-idle 5`: its final statistics.
+fn lake_until_idle(config: &Path) -> Value {
+    serde_json::from_str(&ok(bin().args(["lake", "--until-idle", "5", "--config"]).arg(config).output().unwrap()))
+        .unwrap()
+}
+
 fn query_csv(config: &Path, tenant: &str, sql: &str) -> String {
     ok(bin().args(["query", "--format", "csv", "--tenant", tenant, "--config"]).arg(config).arg(sql).output().unwrap())
 }
@@ -110,12 +116,8 @@ fn analysis_through_kafka_survives_a_broker_outage() {
     let synthetic_ins = publish_synthetic(&brokers, &dir.path().join("spool-synthetic"));
 
     // 2. Aggregators A and B (separate groups, separate lakes) read the same topic.
-    let stats_a: Value =
-        serde_json::from_str(&ok(bin().args(["lake", "--until-idle", "5", "--config"]).arg(&cfg_a).output().unwrap()))
-            .unwrap();
-    let stats_b: Value =
-        serde_json::from_str(&ok(bin().args(["lake", "--until-idle", "5", "--config"]).arg(&cfg_b).output().unwrap()))
-            .unwrap();
+    let stats_a = lake_until_idle(&cfg_a);
+    let stats_b = lake_until_idle(&cfg_b);
     assert_eq!(stats_a["dead_letters"], 2, "{stats_a}");
     assert_eq!(stats_a["accepted"], stats_b["accepted"]);
 
@@ -220,19 +222,9 @@ fn aggregator_killed_twice_mid_run_ends_with_the_fault_free_lake() {
         kills += 1;
     }
     let written_at_kill = parquet_files(&lake_crash);
-    let resumed: Value = serde_json::from_str(&ok(bin()
-        .args(["lake", "--until-idle", "5", "--config"])
-        .arg(&cfg_crash)
-        .output()
-        .unwrap()))
-    .unwrap();
+    let resumed = lake_until_idle(&cfg_crash);
     assert!(resumed["windows_written"].as_u64().unwrap() > 0, "the kills came too late to test anything: {resumed}");
-    let reference: Value = serde_json::from_str(&ok(bin()
-        .args(["lake", "--until-idle", "5", "--config"])
-        .arg(&cfg_ref)
-        .output()
-        .unwrap()))
-    .unwrap();
+    let reference = lake_until_idle(&cfg_ref);
     assert_eq!(kills, 2);
     assert!(written_at_kill > 0);
 
