@@ -1,6 +1,7 @@
 //! The Kafka transport against a real Kafka-protocol broker over TCP: tansu on its sqlite
 //! engine, started here from the binary that `scripts/setup-test-services.sh` builds and
-//! caches. Includes stopping the broker for 20 s in the middle of publishing.
+//! caches. Includes stopping the broker in the middle of publishing, for 20 s and for longer
+//! than rdkafka's message timeout.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -48,6 +49,17 @@ fn round_trip_through_real_broker() {
 
 #[test]
 fn broker_stopped_for_20_s_loses_nothing() {
+    publish_through_outage(60, Duration::from_secs(20));
+}
+
+/// An outage longer than `message-timeout-s`: rdkafka gives the queued events up, and the
+/// producer resends them from the spool when the broker is back.
+#[test]
+fn outage_longer_than_the_message_timeout_loses_nothing() {
+    publish_through_outage(5, Duration::from_secs(25));
+}
+
+fn publish_through_outage(message_timeout_s: u64, outage_len: Duration) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
@@ -57,7 +69,7 @@ fn broker_stopped_for_20_s_loses_nothing() {
     let cfg = BusConfig {
         url: format!("kafka://{}", broker.brokers()),
         spool_dir: Some(spool.path().to_owned()),
-        message_timeout_s: 60,
+        message_timeout_s,
         ..BusConfig::default()
     };
     let mut p = KafkaProducer::open(&broker.brokers(), &cfg).unwrap();
@@ -67,7 +79,7 @@ fn broker_stopped_for_20_s_loses_nothing() {
     let outage = Instant::now();
     // Publishing carries on during the outage, at the pace of a camera.
     let mut next = 100;
-    while outage.elapsed() < Duration::from_secs(20) {
+    while outage.elapsed() < outage_len {
         let started = Instant::now();
         p.send(&events("cam-1", next, 10)).unwrap();
         assert!(started.elapsed() < Duration::from_millis(500), "send blocked during the outage");
