@@ -127,6 +127,14 @@ fn analysis_through_kafka_survives_a_broker_outage() {
     let b = query_csv(&cfg_b, "default", sql);
     assert_eq!(a, b, "two aggregators disagree (stats {stats_a} vs {stats_b})");
     assert!(a.contains(&format!("vtest,{ins},{outs}")), "{a}");
+    // Zone occupancy reaches the lake too: every analysed frame, the peak, the visits.
+    let zone = &summary["zones"]["lower-left"];
+    let z = query_csv(
+        &cfg_a,
+        "default",
+        "SELECT sum(frames) AS f, max(peak) AS p, sum(entries) AS e FROM zone_occupancy WHERE stream = 'vtest'",
+    );
+    assert_eq!(z.lines().nth(1).unwrap(), format!("{},{},{}", summary["frames"], zone["peak"], zone["visits"]), "{z}");
     let synthetic_total: i64 =
         a.lines().filter(|l| l.starts_with("cam-")).map(|l| l.split(',').nth(1).unwrap().parse::<i64>().unwrap()).sum();
     assert_eq!(synthetic_total, synthetic_ins);

@@ -34,6 +34,18 @@ pub struct AnalyzerSummary {
     pub zones: Vec<ZoneTotals>,
 }
 
+const MINUTE_US: i64 = 60_000_000;
+
+/// Zone occupancy summed over the frames of one wall-clock minute.
+#[derive(Clone, Debug)]
+struct OccupancyMinute {
+    minute_us: i64,
+    last_pts: PtsNs,
+    frames: u64,
+    peak: Vec<u64>,
+    sum: Vec<u64>,
+}
+
 /// Lines and zones of one stream, fed frame by frame with the tracker's output.
 pub struct Analyzer {
     tenant: TenantId,
@@ -43,6 +55,7 @@ pub struct Analyzer {
     lines: Vec<LineCounter>,
     zones: Vec<ZoneMonitor>,
     last_seen: HashMap<u64, PtsNs>,
+    occupancy_minute: Option<OccupancyMinute>,
 }
 
 impl Analyzer {
@@ -56,6 +69,7 @@ impl Analyzer {
             lines: config.lines.iter().cloned().map(LineCounter::new).collect(),
             zones: config.zones.iter().cloned().map(ZoneMonitor::new).collect(),
             last_seen: HashMap::new(),
+            occupancy_minute: None,
         }
     }
 
@@ -66,7 +80,12 @@ impl Analyzer {
 
     /// Feeds one frame: the confirmed tracks seen in it and the ids whose tracks ended.
     pub fn process(&mut self, pts: PtsNs, active: &[TrackedObject], ended: &[u64]) -> FrameAnalytics {
-        let mut events = Vec::new();
+        let minute_us = (self.start_time_us + (pts / 1000) as i64).div_euclid(MINUTE_US) * MINUTE_US;
+        // A finished minute's occupancy goes first, keeping the stream's events in time order.
+        let mut events = match &self.occupancy_minute {
+            Some(m) if m.minute_us != minute_us => self.take_occupancy(),
+            _ => Vec::new(),
+        };
         for id in ended {
             events.extend(self.end_track(*id, ExitReason::TrackLost));
         }
@@ -97,7 +116,42 @@ impl Analyzer {
                 }
             }
         }
-        FrameAnalytics { events, occupancy: self.zones.iter().map(ZoneMonitor::occupancy).collect() }
+        let occupancy: Vec<usize> = self.zones.iter().map(ZoneMonitor::occupancy).collect();
+        if !self.zones.is_empty() {
+            let n = self.zones.len();
+            let m = self.occupancy_minute.get_or_insert_with(|| OccupancyMinute {
+                minute_us,
+                last_pts: pts,
+                frames: 0,
+                peak: vec![0; n],
+                sum: vec![0; n],
+            });
+            m.last_pts = pts;
+            m.frames += 1;
+            for (i, &o) in occupancy.iter().enumerate() {
+                m.peak[i] = m.peak[i].max(o as u64);
+                m.sum[i] += o as u64;
+            }
+        }
+        FrameAnalytics { events, occupancy }
+    }
+
+    /// One `ZoneOccupancy` event per zone for the minute being summed, which ends.
+    fn take_occupancy(&mut self) -> Vec<Event> {
+        let Some(m) = self.occupancy_minute.take() else { return Vec::new() };
+        self.zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| {
+                let kind = EventKind::ZoneOccupancy {
+                    zone: z.config.name.clone(),
+                    frames: m.frames,
+                    peak: m.peak[i],
+                    occupancy_sum: m.sum[i],
+                };
+                self.event(0, m.last_pts, kind)
+            })
+            .collect()
     }
 
     /// Closes a track's open visits at the time it was last seen.
@@ -122,11 +176,14 @@ impl Analyzer {
         events
     }
 
-    /// End of stream: closes every open visit.
+    /// End of stream: closes every open visit, then sends the last minute's occupancy.
     pub fn finish(&mut self) -> Vec<Event> {
         let mut ids: Vec<u64> = self.last_seen.keys().copied().collect();
         ids.sort_unstable();
-        ids.into_iter().flat_map(|id| self.end_track(id, ExitReason::EndOfStream)).collect()
+        let mut events: Vec<Event> =
+            ids.into_iter().flat_map(|id| self.end_track(id, ExitReason::EndOfStream)).collect();
+        events.extend(self.take_occupancy());
+        events
     }
 
     pub fn zone_names(&self) -> Vec<String> {
@@ -211,5 +268,41 @@ mod tests {
         assert_eq!((s.lines[0].ins, s.lines[0].outs), (1, 0));
         assert_eq!(s.zones[0].mean_dwell_s, Some(2.0));
         assert_eq!(s.zones[0].peak, 1);
+    }
+
+    #[test]
+    fn zone_occupancy_is_summed_per_wall_clock_minute() {
+        let config = AnalyticsConfig {
+            zones: vec![ZoneConfig {
+                name: "till".into(),
+                polygon: vec![[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]],
+                hysteresis: 0.0,
+            }],
+            ..Default::default()
+        };
+        // pts 0 is 10:00:50, so the minute turns between the frames at 5 s and 15 s.
+        let start = 36_050_000_000;
+        let mut a = Analyzer::new(&config, TenantId::default(), "cam".into(), start);
+        let occupancy = |events: &[Event]| -> Vec<(i64, u64, u64, u64)> {
+            events
+                .iter()
+                .filter_map(|e| match e.kind {
+                    EventKind::ZoneOccupancy { frames, peak, occupancy_sum, .. } => {
+                        Some((e.time_us, frames, peak, occupancy_sum))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut events = a.process(0, &[person(1, 0.2, 0.9), person(2, 0.6, 0.9)], &[]).events;
+        events.extend(a.process(5 * S, &[person(1, 0.2, 0.9)], &[2]).events);
+        assert!(occupancy(&events).is_empty(), "nothing until the minute ends");
+        let turn = a.process(15 * S, &[person(1, 0.2, 0.9), person(3, 0.5, 0.2)], &[]).events;
+        assert_eq!(occupancy(&turn), vec![(start + 5_000_000, 2, 2, 3)], "2 frames, peak 2, 2 + 1 people");
+        assert!(matches!(turn[0].kind, EventKind::ZoneOccupancy { .. }), "the closed minute comes first");
+        let last = a.finish();
+        assert_eq!(occupancy(&last), vec![(start + 15_000_000, 1, 1, 1)]);
+        assert_eq!(last.last().unwrap().track_id, 0);
+        assert_ne!(turn[0].event_id, last.last().unwrap().event_id);
     }
 }

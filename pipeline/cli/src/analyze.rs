@@ -419,8 +419,6 @@ pub fn analyze(req: &AnalyzeRequest) -> Result<Summary, AnalyzeError> {
         let mut process = |frame: Inferred| -> Result<(), AnalyzeError> {
             let tracks = tracker.update(&frame.detections);
             let out = analyzer.process(frame.pts_ns, &tracks.active, &tracks.ended);
-            let time_us = start_time_us + (frame.pts_ns / 1000) as i64;
-            aggregator.observe_frame(time_us, &out.occupancy);
             // Spooled to disk for Kafka: a broker outage does not block decoding, and a
             // full spool stops the run here with an error that says so.
             bus.send(&out.events)?;

@@ -161,9 +161,27 @@ pub enum ExitReason {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
-    LineCrossing { line: String, direction: Direction },
-    ZoneEnter { zone: String },
-    ZoneExit { zone: String, dwell_s: f64, reason: ExitReason },
+    LineCrossing {
+        line: String,
+        direction: Direction,
+    },
+    ZoneEnter {
+        zone: String,
+    },
+    ZoneExit {
+        zone: String,
+        dwell_s: f64,
+        reason: ExitReason,
+    },
+    /// People in a zone over the analysed frames of one wall-clock minute, sent when the
+    /// minute ends (or the stream does). `track_id` is 0 and `pts_ns` is the minute's last
+    /// frame; several such events for one minute (e.g. from two clips) add up.
+    ZoneOccupancy {
+        zone: String,
+        frames: u64,
+        peak: u64,
+        occupancy_sum: u64,
+    },
 }
 
 /// Version of the [`Event`] wire format; consumers reject versions they do not know.
@@ -209,6 +227,7 @@ pub fn event_id(tenant: &TenantId, stream: &StreamId, track_id: u64, pts_ns: Pts
         EventKind::LineCrossing { line, direction } => format!("line_crossing\u{0}{line}\u{0}{direction:?}"),
         EventKind::ZoneEnter { zone } => format!("zone_enter\u{0}{zone}"),
         EventKind::ZoneExit { zone, .. } => format!("zone_exit\u{0}{zone}"),
+        EventKind::ZoneOccupancy { zone, .. } => format!("zone_occupancy\u{0}{zone}"),
     };
     let mut h = Sha256::new();
     h.update(format!("v1\u{0}{tenant}\u{0}{stream}\u{0}{track_id}\u{0}{pts_ns}\u{0}{what}").as_bytes());

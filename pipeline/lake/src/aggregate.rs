@@ -42,7 +42,7 @@ pub fn zone_occupancy_schema() -> SchemaRef {
 struct Minute {
     ins: Vec<i64>,
     outs: Vec<i64>,
-    frames: i64,
+    frames: Vec<i64>,
     occupancy_sum: Vec<i64>,
     peak: Vec<i64>,
     entries: Vec<i64>,
@@ -50,7 +50,7 @@ struct Minute {
     dwell_s: Vec<f64>,
 }
 
-/// Accumulates one stream's events and per-frame occupancy into per-minute rows.
+/// Accumulates one stream's events (occupancy included) into per-minute rows.
 pub struct MinuteAggregator {
     stream: String,
     lines: Vec<String>,
@@ -73,18 +73,8 @@ impl MinuteAggregator {
             entries: vec![0; nz],
             exits: vec![0; nz],
             dwell_s: vec![0.0; nz],
-            frames: 0,
+            frames: vec![0; nz],
         })
-    }
-
-    /// One analysed frame at `time_us` with the occupancy of each zone (config order).
-    pub fn observe_frame(&mut self, time_us: i64, occupancy: &[usize]) {
-        let m = self.minute(time_us);
-        m.frames += 1;
-        for (i, &o) in occupancy.iter().enumerate().take(m.peak.len()) {
-            m.occupancy_sum[i] += o as i64;
-            m.peak[i] = m.peak[i].max(o as i64);
-        }
     }
 
     pub fn observe_event(&mut self, event: &Event) {
@@ -109,6 +99,14 @@ impl MinuteAggregator {
                     let m = self.minute(event.time_us);
                     m.exits[i] += 1;
                     m.dwell_s[i] += dwell_s;
+                }
+            }
+            EventKind::ZoneOccupancy { zone, frames, peak, occupancy_sum } => {
+                if let Some(i) = line_idx(zone, &self.zones) {
+                    let m = self.minute(event.time_us);
+                    m.frames[i] += *frames as i64;
+                    m.peak[i] = m.peak[i].max(*peak as i64);
+                    m.occupancy_sum[i] += *occupancy_sum as i64;
                 }
             }
         }
@@ -148,9 +146,9 @@ impl MinuteAggregator {
             for (i, name) in self.zones.iter().enumerate() {
                 zone.push(name.as_str());
                 minute.push(t);
-                frames.push(m.frames);
+                frames.push(m.frames[i]);
                 peak.push(m.peak[i]);
-                mean_occ.push(if m.frames > 0 { m.occupancy_sum[i] as f64 / m.frames as f64 } else { 0.0 });
+                mean_occ.push(if m.frames[i] > 0 { m.occupancy_sum[i] as f64 / m.frames[i] as f64 } else { 0.0 });
                 entries.push(m.entries[i]);
                 exits.push(m.exits[i]);
                 mean_dwell.push((m.exits[i] > 0).then(|| m.dwell_s[i] / m.exits[i] as f64));
@@ -189,9 +187,11 @@ mod tests {
     fn sample() -> MinuteAggregator {
         let mut a = MinuteAggregator::new("cam", vec!["door".into()], vec!["till".into()]);
         let t0 = 10 * MINUTE_US;
-        a.observe_frame(t0 + 1, &[1]);
-        a.observe_frame(t0 + 2, &[3]);
-        a.observe_frame(t0 + MINUTE_US + 5, &[0]);
+        // Two frames (1 and 3 people) in minute 10, one empty frame in minute 11.
+        let occupancy =
+            |frames, peak, occupancy_sum| EventKind::ZoneOccupancy { zone: "till".into(), frames, peak, occupancy_sum };
+        a.observe_event(&event(t0 + 2, occupancy(2, 3, 4)));
+        a.observe_event(&event(t0 + MINUTE_US + 5, occupancy(1, 0, 0)));
         a.observe_event(&event(t0 + 1, EventKind::LineCrossing { line: "door".into(), direction: Direction::In }));
         a.observe_event(&event(t0 + 2, EventKind::LineCrossing { line: "door".into(), direction: Direction::In }));
         a.observe_event(&event(

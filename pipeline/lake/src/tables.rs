@@ -4,10 +4,13 @@
 //! `tenant` and `date` come from the path; the files hold the columns below.
 //!
 //! * `events`: `event_id`, `stream`, `track_id`, `kind`, `line`, `direction`, `zone`, `dwell_s`,
-//!   `reason`, `pts_ns`, `time` (µs UTC), `schema_version` — deduplicated by `event_id`.
+//!   `reason`, `frames`, `peak`, `occupancy_sum` (the last three for `zone_occupancy` events),
+//!   `pts_ns`, `time` (µs UTC), `schema_version` — deduplicated by `event_id`.
 //! * `line_counts`: `stream`, `line`, `minute` (µs UTC), `in_count`, `out_count`.
-//! * `zone_occupancy`: `stream`, `zone`, `minute`, `entries`, `exits`, `mean_dwell_s`
-//!   (null without exits), `total_dwell_s` — dwell counted in the minute a visit ended.
+//! * `zone_occupancy`: `stream`, `zone`, `minute`, `frames`, `peak`, `mean_occupancy`,
+//!   `entries`, `exits`, `mean_dwell_s` (null without exits), `total_dwell_s` — dwell counted
+//!   in the minute a visit ended. Both aggregate tables have the columns of the files
+//!   `retail-ai analyze` writes.
 //! * `late_events`: the `events` columns plus `partition`, `offset`: events that arrived after
 //!   their minute was written.
 
@@ -41,6 +44,9 @@ fn event_fields() -> Vec<Field> {
         Field::new("zone", DataType::Utf8, true),
         Field::new("dwell_s", DataType::Float64, true),
         Field::new("reason", DataType::Utf8, true),
+        Field::new("frames", DataType::Int64, true),
+        Field::new("peak", DataType::Int64, true),
+        Field::new("occupancy_sum", DataType::Int64, true),
         Field::new("pts_ns", DataType::Int64, false),
         ts("time"),
         Field::new("schema_version", DataType::Int32, false),
@@ -61,15 +67,7 @@ pub fn lake_line_counts_schema() -> SchemaRef {
 }
 
 pub fn lake_zone_occupancy_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("stream", DataType::Utf8, false),
-        Field::new("zone", DataType::Utf8, false),
-        ts("minute"),
-        Field::new("entries", DataType::Int64, false),
-        Field::new("exits", DataType::Int64, false),
-        Field::new("mean_dwell_s", DataType::Float64, true),
-        Field::new("total_dwell_s", DataType::Float64, false),
-    ]))
+    crate::zone_occupancy_schema()
 }
 
 fn arrow_err(table: &str) -> impl Fn(arrow_schema::ArrowError) -> LakeError + '_ {
@@ -90,6 +88,7 @@ fn event_columns(events: &[&Event]) -> Vec<ArrayRef> {
                     EventKind::LineCrossing { .. } => "line_crossing",
                     EventKind::ZoneEnter { .. } => "zone_enter",
                     EventKind::ZoneExit { .. } => "zone_exit",
+                    EventKind::ZoneOccupancy { .. } => "zone_occupancy",
                 }
                 .into(),
             )
@@ -104,7 +103,9 @@ fn event_columns(events: &[&Event]) -> Vec<ArrayRef> {
             _ => None,
         }),
         s(&|e| match &e.kind {
-            EventKind::ZoneEnter { zone } | EventKind::ZoneExit { zone, .. } => Some(zone.clone()),
+            EventKind::ZoneEnter { zone }
+            | EventKind::ZoneExit { zone, .. }
+            | EventKind::ZoneOccupancy { zone, .. } => Some(zone.clone()),
             _ => None,
         }),
         Arc::new(Float64Array::from(
@@ -127,12 +128,29 @@ fn event_columns(events: &[&Event]) -> Vec<ArrayRef> {
             ),
             _ => None,
         }),
+        occupancy_column(events, |frames, _, _| frames),
+        occupancy_column(events, |_, peak, _| peak),
+        occupancy_column(events, |_, _, sum| sum),
         Arc::new(Int64Array::from(events.iter().map(|e| e.pts_ns as i64).collect::<Vec<_>>())),
         Arc::new(
             TimestampMicrosecondArray::from(events.iter().map(|e| e.time_us).collect::<Vec<_>>()).with_timezone("UTC"),
         ),
         Arc::new(Int32Array::from(events.iter().map(|e| e.schema_version as i32).collect::<Vec<_>>())),
     ]
+}
+
+fn occupancy_column(events: &[&Event], field: impl Fn(u64, u64, u64) -> u64) -> ArrayRef {
+    Arc::new(Int64Array::from(
+        events
+            .iter()
+            .map(|e| match e.kind {
+                EventKind::ZoneOccupancy { frames, peak, occupancy_sum, .. } => {
+                    Some(field(frames, peak, occupancy_sum) as i64)
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>(),
+    ))
 }
 
 pub fn events_batch(events: &[Event]) -> Result<RecordBatch, LakeError> {
@@ -170,28 +188,62 @@ pub fn line_counts_batch(minute_us: i64, events: &[Event]) -> Result<RecordBatch
     RecordBatch::try_new(lake_line_counts_schema(), cols).map_err(arrow_err("line_counts"))
 }
 
-/// Per-minute zone entries, exits and dwell of one window's events.
+#[derive(Default)]
+struct ZoneMinute {
+    frames: i64,
+    peak: i64,
+    occupancy_sum: i64,
+    entries: i64,
+    exits: i64,
+    dwell_s: f64,
+}
+
+/// Per-minute zone occupancy, entries, exits and dwell of one window's events.
 pub fn zone_occupancy_batch(minute_us: i64, events: &[Event]) -> Result<RecordBatch, LakeError> {
-    let mut zones: BTreeMap<(&str, &str), (i64, i64, f64)> = BTreeMap::new();
+    let mut zones: BTreeMap<(&str, &str), ZoneMinute> = BTreeMap::new();
     for e in events {
+        let zone = match &e.kind {
+            EventKind::ZoneEnter { zone }
+            | EventKind::ZoneExit { zone, .. }
+            | EventKind::ZoneOccupancy { zone, .. } => zone,
+            EventKind::LineCrossing { .. } => continue,
+        };
+        let m = zones.entry((e.stream.0.as_str(), zone.as_str())).or_default();
         match &e.kind {
-            EventKind::ZoneEnter { zone } => zones.entry((e.stream.0.as_str(), zone.as_str())).or_default().0 += 1,
-            EventKind::ZoneExit { zone, dwell_s, .. } => {
-                let z = zones.entry((e.stream.0.as_str(), zone.as_str())).or_default();
-                z.1 += 1;
-                z.2 += dwell_s;
+            EventKind::ZoneEnter { .. } => m.entries += 1,
+            EventKind::ZoneExit { dwell_s, .. } => {
+                m.exits += 1;
+                m.dwell_s += dwell_s;
+            }
+            EventKind::ZoneOccupancy { frames, peak, occupancy_sum, .. } => {
+                m.frames += *frames as i64;
+                m.peak = m.peak.max(*peak as i64);
+                m.occupancy_sum += *occupancy_sum as i64;
             }
             EventKind::LineCrossing { .. } => {}
         }
     }
+    let col_i64 = |f: &dyn Fn(&ZoneMinute) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from(zones.values().map(f).collect::<Vec<_>>()))
+    };
     let cols: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(zones.keys().map(|k| k.0).collect::<Vec<_>>())),
         Arc::new(StringArray::from(zones.keys().map(|k| k.1).collect::<Vec<_>>())),
         Arc::new(TimestampMicrosecondArray::from(vec![minute_us; zones.len()]).with_timezone("UTC")),
-        Arc::new(Int64Array::from(zones.values().map(|z| z.0).collect::<Vec<_>>())),
-        Arc::new(Int64Array::from(zones.values().map(|z| z.1).collect::<Vec<_>>())),
-        Arc::new(Float64Array::from(zones.values().map(|z| (z.1 > 0).then(|| z.2 / z.1 as f64)).collect::<Vec<_>>())),
-        Arc::new(Float64Array::from(zones.values().map(|z| z.2).collect::<Vec<_>>())),
+        col_i64(&|z| z.frames),
+        col_i64(&|z| z.peak),
+        Arc::new(Float64Array::from(
+            zones
+                .values()
+                .map(|z| if z.frames > 0 { z.occupancy_sum as f64 / z.frames as f64 } else { 0.0 })
+                .collect::<Vec<_>>(),
+        )),
+        col_i64(&|z| z.entries),
+        col_i64(&|z| z.exits),
+        Arc::new(Float64Array::from(
+            zones.values().map(|z| (z.exits > 0).then(|| z.dwell_s / z.exits as f64)).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(zones.values().map(|z| z.dwell_s).collect::<Vec<_>>())),
     ];
     RecordBatch::try_new(lake_zone_occupancy_schema(), cols).map_err(arrow_err("zone_occupancy"))
 }
