@@ -197,15 +197,33 @@ fn lake_contents(config: &Path) -> String {
     .join("\n")
 }
 
+/// A broker holding `events` synthetic events, and two lake configs (separate groups and
+/// directories) named `a` and `b`; also returns the published "in" crossings.
+struct TwoLakes {
+    _broker: Tansu,
+    dir: tempfile::TempDir,
+    cfg_a: PathBuf,
+    cfg_b: PathBuf,
+    ins: i64,
+}
+
+impl TwoLakes {
+    fn new(a: &str, b: &str, events: u64) -> Self {
+        let broker = Tansu::start();
+        let brokers = broker.brokers();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_a = write_config(dir.path(), a, &brokers, &dir.path().join(format!("lake-{a}")), a);
+        let cfg_b = write_config(dir.path(), b, &brokers, &dir.path().join(format!("lake-{b}")), b);
+        let ins = publish_events(&brokers, &dir.path().join("spool-synthetic"), events);
+        TwoLakes { _broker: broker, dir, cfg_a, cfg_b, ins }
+    }
+}
+
 #[test]
 fn aggregator_killed_twice_mid_run_ends_with_the_fault_free_lake() {
-    let broker = Tansu::start();
-    let brokers = broker.brokers();
-    let dir = tempfile::tempdir().unwrap();
-    let (lake_ref, lake_crash) = (dir.path().join("lake-ref"), dir.path().join("lake-crash"));
-    let cfg_ref = write_config(dir.path(), "ref", &brokers, &lake_ref, "reference");
-    let cfg_crash = write_config(dir.path(), "crash", &brokers, &lake_crash, "crashing");
-    let ins = publish_events(&brokers, &dir.path().join("spool-synthetic"), 30_000);
+    let setup = TwoLakes::new("reference", "crashing", 30_000);
+    let (cfg_ref, cfg_crash, ins) = (&setup.cfg_a, &setup.cfg_b, setup.ins);
+    let lake_crash = setup.dir.path().join("lake-crashing");
 
     // Two kills: once the first windows are on disk, and again a little later.
     let mut kills = 0;
@@ -214,7 +232,7 @@ fn aggregator_killed_twice_mid_run_ends_with_the_fault_free_lake() {
         let target = before.max(wait_for_files) + 20;
         let mut child = bin()
             .args(["lake", "--config"])
-            .arg(&cfg_crash)
+            .arg(cfg_crash)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -230,19 +248,46 @@ fn aggregator_killed_twice_mid_run_ends_with_the_fault_free_lake() {
         kills += 1;
     }
     let written_at_kill = parquet_files(&lake_crash);
-    let resumed = lake_until_idle(&cfg_crash);
+    let resumed = lake_until_idle(cfg_crash);
     assert!(resumed["windows_written"].as_u64().unwrap() > 0, "the kills came too late to test anything: {resumed}");
-    let reference = lake_until_idle(&cfg_ref);
+    let reference = lake_until_idle(cfg_ref);
     assert_eq!(kills, 2);
     assert!(written_at_kill > 0);
 
-    let (crashed, fault_free) = (lake_contents(&cfg_crash), lake_contents(&cfg_ref));
+    let (crashed, fault_free) = (lake_contents(cfg_crash), lake_contents(cfg_ref));
     assert_eq!(crashed, fault_free, "resumed {resumed}, reference {reference}");
-    let total_in: i64 = query_csv(&cfg_ref, "default", "SELECT sum(in_count) AS i FROM line_counts")
+    let total_in: i64 = query_csv(cfg_ref, "default", "SELECT sum(in_count) AS i FROM line_counts")
         .lines()
         .nth(1)
         .unwrap()
         .parse()
         .unwrap();
     assert_eq!(total_in, ins, "the reference run counted every published crossing");
+}
+
+#[test]
+fn two_aggregators_in_one_group_share_the_work_and_match_a_single_one() {
+    let setup = TwoLakes::new("single", "pair", 20_000);
+    let (cfg_single, cfg_pair) = (&setup.cfg_a, &setup.cfg_b);
+
+    let lake = |cfg: &Path| {
+        bin()
+            .args(["lake", "--until-idle", "10", "--config"])
+            .arg(cfg)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // The second member joins a moment later, so the group rebalances while the first works.
+    let first = lake(cfg_pair);
+    std::thread::sleep(Duration::from_secs(2));
+    let second = lake(cfg_pair);
+    let stats: Vec<Value> = [first, second]
+        .into_iter()
+        .map(|c| serde_json::from_str(&ok(c.wait_with_output().unwrap())).unwrap())
+        .collect();
+    assert!(stats.iter().all(|s| s["accepted"].as_u64().unwrap() > 0), "both members did some of the work: {stats:?}");
+    lake_until_idle(cfg_single);
+    assert_eq!(lake_contents(cfg_pair), lake_contents(cfg_single), "pair: {stats:?}");
 }

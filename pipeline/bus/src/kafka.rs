@@ -178,7 +178,11 @@ fn send_loop(
     results: &Deliveries,
     shared: &Shared,
 ) {
+    // Topics are (re)checked at start and after every failed delivery, until a check
+    // succeeds: a broker that was down at start (or lost them) gets them when it is back.
     let mut topics_ready = !create_topics;
+    let mut topics_tried = !create_topics;
+    let mut topics_retry_at = Instant::now();
     let mut next_send = shared.spool.lock().expect("spool lock").acked();
     let mut delivered: BTreeSet<u64> = BTreeSet::new();
     let mut in_flight = 0usize;
@@ -189,16 +193,19 @@ fn send_loop(
         if stopping && in_flight == 0 {
             break;
         }
-        if !topics_ready && Instant::now() >= backoff_until {
-            // One attempt: if the broker is down it cannot be created now, and sends wait in
-            // rdkafka's retries and the spool until it returns (and auto-creates or has it).
-            if let Err(e) = ensure_topics(brokers, topics, replication, Duration::from_secs(5)) {
-                warn!(error = %e, "could not create topics; sending anyway");
-                *shared.last_error.lock().expect("lock") = Some(e.to_string());
+        if !topics_ready && Instant::now() >= topics_retry_at {
+            // Sending goes on meanwhile: sends wait in rdkafka's retries and in the spool.
+            match ensure_topics(brokers, topics, replication, Duration::from_secs(5)) {
+                Ok(()) => topics_ready = true,
+                Err(e) => {
+                    warn!(error = %e, "could not create topics; sending anyway, retrying in 2 s");
+                    *shared.last_error.lock().expect("lock") = Some(e.to_string());
+                    topics_retry_at = Instant::now() + Duration::from_secs(2);
+                }
             }
-            topics_ready = true;
+            topics_tried = true;
         }
-        if topics_ready && failed.is_none() && !stopping && Instant::now() >= backoff_until && in_flight < WINDOW {
+        if topics_tried && failed.is_none() && !stopping && Instant::now() >= backoff_until && in_flight < WINDOW {
             let batch = shared.spool.lock().expect("spool lock").read(next_send, WINDOW - in_flight);
             match batch {
                 Ok(batch) => {
@@ -268,6 +275,7 @@ fn send_loop(
             *shared.last_error.lock().expect("lock") = Some(reason.clone());
             next_send = *seq;
             failed = None;
+            topics_ready = !create_topics;
             backoff_until = Instant::now() + Duration::from_secs(1);
             // Timed-out sends leave an idempotent producer's sequence numbers unknown (a fatal
             // state for some brokers): start a fresh producer; repeats are dropped downstream
@@ -451,6 +459,10 @@ impl RecordConsumer for KafkaConsumer {
             wait = Duration::ZERO;
         }
         Ok(out)
+    }
+
+    fn assignment(&self) -> Option<Vec<i32>> {
+        Some(self.assigned_partitions())
     }
 
     fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), BusError> {

@@ -54,6 +54,11 @@ pub trait RecordConsumer: Send {
     fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Record>, BusError>;
     /// Commits, per partition, the offset of the next record to read.
     fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), BusError>;
+    /// The partitions this member holds now, when the group can move them to other members;
+    /// `None` when it reads every partition for good.
+    fn assignment(&self) -> Option<Vec<i32>> {
+        None
+    }
 }
 
 /// Parsed bus URL.

@@ -97,3 +97,26 @@ fn publish_through_outage(message_timeout_s: u64, outage_len: Duration) {
     // repeats by event_id, so they are reported, not failed.
     eprintln!("{total} events, {repeats} redelivered copies");
 }
+
+/// The broker is down when publishing starts, so the topics cannot be created then; they
+/// are created when it returns, and the events follow.
+#[test]
+fn broker_down_at_start_gets_its_topics_and_events_later() {
+    let mut broker = Tansu::start();
+    broker.stop();
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = BusConfig {
+        url: format!("kafka://{}", broker.brokers()),
+        spool_dir: Some(spool.path().to_owned()),
+        message_timeout_s: 5,
+        ..BusConfig::default()
+    };
+    let mut p = KafkaProducer::open(&broker.brokers(), &cfg).unwrap();
+    p.send(&events("cam-1", 0, 50)).unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(p.pending(), 50);
+    broker.resume();
+    p.flush(Duration::from_secs(120)).unwrap();
+    let seen = consume(&broker.brokers(), &cfg, "late-topics", 50);
+    assert_eq!(seen.len(), 50, "zero events lost");
+}

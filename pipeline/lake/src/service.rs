@@ -120,6 +120,11 @@ pub async fn run(
             }
         }
         metrics::counter!("retail_lake_records_total").increment(records.len() as u64);
+        // After a rebalance, what was read from partitions now held elsewhere is neither
+        // written nor committed here: their new holder reads it again.
+        if let Some(held) = consumer.assignment() {
+            agg.retain_partitions(&held);
+        }
         let quiet = records.is_empty() && idle >= idle_flush;
         // Joining a consumer group takes a few seconds: idleness before the first record only
         // counts after a grace period.

@@ -62,6 +62,8 @@ pub struct WindowedAggregator {
     late: Vec<(i32, i64, Event)>,
     /// Next offset to read per partition (one past the last consumed record).
     consumed: HashMap<i32, i64>,
+    /// The partition each stream's events came from.
+    stream_partition: HashMap<(TenantId, StreamId), i32>,
 }
 
 impl WindowedAggregator {
@@ -73,6 +75,28 @@ impl WindowedAggregator {
             max_time_us: HashMap::new(),
             late: Vec::new(),
             consumed: HashMap::new(),
+            stream_partition: HashMap::new(),
+        }
+    }
+
+    /// Forgets everything read from partitions this member no longer holds: their open
+    /// windows are neither written nor committed here, since the member that now holds them
+    /// reads them again from the last commit. Windows already written stay known.
+    pub fn retain_partitions(&mut self, held: &[i32]) {
+        let gone: HashSet<i32> = self.consumed.keys().filter(|p| !held.contains(p)).copied().collect();
+        if gone.is_empty() {
+            return;
+        }
+        self.consumed.retain(|p, _| !gone.contains(p));
+        self.open.retain(|_, w| !w.min_offsets.keys().all(|p| gone.contains(p)));
+        for w in self.open.values_mut() {
+            w.min_offsets.retain(|p, _| !gone.contains(p));
+        }
+        let streams: Vec<(TenantId, StreamId)> =
+            self.stream_partition.iter().filter(|(_, p)| gone.contains(p)).map(|(s, _)| s.clone()).collect();
+        for s in streams {
+            self.stream_partition.remove(&s);
+            self.max_time_us.remove(&s);
         }
     }
 
@@ -135,6 +159,7 @@ impl WindowedAggregator {
         *min = (*min).min(offset);
         let t = self.max_time_us.entry((key.tenant.clone(), key.stream.clone())).or_insert(event.time_us);
         *t = (*t).max(event.time_us);
+        self.stream_partition.insert((key.tenant.clone(), key.stream.clone()), partition);
         window.events.push(event);
         Disposition::Accepted
     }
@@ -275,5 +300,24 @@ mod tests {
         a.resolve(key, Some([e.event_id.clone()].into_iter().collect()));
         assert_eq!(a.offer(0, 10, e), Disposition::Duplicate);
         assert_eq!(a.committable(), vec![(0, 11)]);
+    }
+
+    #[test]
+    fn partitions_moved_to_another_member_are_forgotten() {
+        let mut a = WindowedAggregator::new(0);
+        let on = |stream: &str, t: i64, track: u64| {
+            Event::new(TenantId("t".into()), stream.into(), track, 0, t, EventKind::ZoneEnter { zone: "z".into() })
+        };
+        assert_eq!(offer(&mut a, 0, 7, on("door", 5, 1)), Disposition::Accepted);
+        assert_eq!(offer(&mut a, 1, 3, on("till", 5, 2)), Disposition::Accepted);
+        assert_eq!(a.committable(), vec![(0, 7), (1, 3)]);
+        a.retain_partitions(&[0]);
+        assert_eq!(a.committable(), vec![(0, 7)], "partition 1's progress is its new holder's to commit");
+        let closed = a.take_closed(true);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].key.stream, StreamId("door".into()));
+        // Partition 1 comes back later: its stream starts afresh from the committed offset.
+        assert_eq!(offer(&mut a, 1, 3, on("till", 5, 2)), Disposition::Accepted);
+        assert_eq!(a.committable(), vec![(0, 7), (1, 3)]);
     }
 }
