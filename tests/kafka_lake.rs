@@ -3,7 +3,8 @@
 //! `retail-ai lake` in two consumer groups, and the lake read back with `retail-ai query` and
 //! with pyarrow. Results must equal the analysis summary and the published truth. And the
 //! aggregator killed with SIGKILL twice mid-run and restarted in the same group ends with
-//! exactly the lake of a run that was never killed.
+//! exactly the lake of a run that was never killed; two aggregators in one group share the
+//! partitions and write the lake a single one writes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
