@@ -220,6 +220,37 @@ impl TwoLakes {
     }
 }
 
+/// Like [`lake_until_idle`], with `--metrics-addr`: while it runs, its Prometheus endpoint
+/// must count `records` consumed records and the two dead letters.
+fn lake_until_idle_scraping_metrics(config: &Path, records: u64) -> Value {
+    use std::io::{Read, Write};
+    let port = retail_testkit::free_port();
+    let child = bin()
+        .args(["lake", "--until-idle", "5", "--metrics-addr", &format!("127.0.0.1:{port}"), "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let scrape = || -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let want = format!("retail_lake_records_total {records}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = String::new();
+    while !last.lines().any(|l| l == want) {
+        assert!(Instant::now() < deadline, "metrics never reached `{want}`:\n{last}");
+        std::thread::sleep(Duration::from_millis(200));
+        last = scrape().unwrap_or_default();
+    }
+    assert!(last.lines().any(|l| l == "retail_lake_dead_letters_total 2"), "{last}");
+    serde_json::from_str(&ok(child.wait_with_output().unwrap())).unwrap()
+}
+
 #[test]
 fn aggregator_killed_twice_mid_run_ends_with_the_fault_free_lake() {
     let setup = TwoLakes::new("reference", "crashing", 30_000);
@@ -251,7 +282,7 @@ fn aggregator_killed_twice_mid_run_ends_with_the_fault_free_lake() {
     let written_at_kill = parquet_files(&lake_crash);
     let resumed = lake_until_idle(cfg_crash);
     assert!(resumed["windows_written"].as_u64().unwrap() > 0, "the kills came too late to test anything: {resumed}");
-    let reference = lake_until_idle(cfg_ref);
+    let reference = lake_until_idle_scraping_metrics(cfg_ref, 30_002);
     assert_eq!(kills, 2);
     assert!(written_at_kill > 0);
 

@@ -14,6 +14,10 @@ struct Cli {
     /// Log filter (tracing syntax), e.g. `info`, `retail_ai=debug`; also read from RUST_LOG.
     #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
     log: String,
+    /// Serve Prometheus metrics (counters such as `retail_lake_late_events_total`) over HTTP
+    /// at this address, e.g. `127.0.0.1:9464`, while the command runs.
+    #[arg(long, global = true, env = "RETAIL_AI_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -116,6 +120,13 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
         .init();
+    if let Some(addr) = cli.metrics_addr {
+        // Without a Tokio runtime here the exporter runs its own on a background thread.
+        if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(addr).install() {
+            eprintln!("error: cannot serve metrics at {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
