@@ -323,3 +323,72 @@ fn two_aggregators_in_one_group_share_the_work_and_match_a_single_one() {
     lake_until_idle(cfg_single);
     assert_eq!(lake_contents(cfg_pair), lake_contents(cfg_single), "pair: {stats:?}");
 }
+
+/// Three `analyze --bus kafka://` runs and the aggregator started together on one machine,
+/// all with one spool directory (as with the default `~/.cache/retail-ai/spool`): every
+/// event of each analysis is on the topic exactly once and in the lake, and every spool is
+/// gone at the end.
+#[test]
+fn three_analyses_and_the_lake_at_once_lose_and_repeat_nothing() {
+    let broker = Tansu::start();
+    let brokers = broker.brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let cfg = write_config(dir.path(), "shared", &brokers, &lake, "aggregator");
+    let vtest = cache_home().join("media/vtest.avi");
+    let piped = std::process::Stdio::piped;
+    let aggregator = bin().args(["lake", "--until-idle", "10", "--config"]).arg(&cfg).stdout(piped()).spawn().unwrap();
+    let runs: Vec<_> = (0..3)
+        .map(|i| {
+            bin()
+                .args(["analyze", "--quiet", "--json", "--stream-id", &format!("vtest-{i}"), "--config"])
+                .arg(&cfg)
+                .arg("--out")
+                .arg(dir.path().join(format!("out-{i}")))
+                .arg(&vtest)
+                .stdout(piped())
+                .stderr(piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let summaries: Vec<Value> =
+        runs.into_iter().map(|r| serde_json::from_str(&ok(r.wait_with_output().unwrap())).unwrap()).collect();
+    ok(aggregator.wait_with_output().unwrap());
+    // Whatever the first aggregator left (it may have gone idle between bursts) is read now.
+    lake_until_idle(&cfg);
+
+    // On the topic: each analysis's events, each exactly once.
+    let want: usize = (0..3)
+        .map(|i| std::fs::read_to_string(dir.path().join(format!("out-{i}/events.jsonl"))).unwrap().lines().count())
+        .sum();
+    let bus = BusConfig { url: format!("kafka://{brokers}"), ..BusConfig::default() };
+    let mut c = KafkaConsumer::open(&brokers, &bus, "exactly-once-check").unwrap();
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.values().sum::<usize>() < want && Instant::now() < deadline {
+        for r in c.poll(1000, Duration::from_millis(500)).unwrap() {
+            *seen.entry(retail_bus::decode_event(&r.payload).unwrap().event_id).or_default() += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for r in c.poll(1000, Duration::from_millis(500)).unwrap() {
+        *seen.entry(retail_bus::decode_event(&r.payload).unwrap().event_id).or_default() += 1;
+    }
+    assert_eq!(seen.len(), want, "every event of every analysis arrived");
+    assert!(seen.values().all(|n| *n == 1), "and none twice");
+
+    // In the lake: each analysis's counts.
+    let sql = "SELECT stream, sum(in_count) AS i, sum(out_count) AS o FROM line_counts GROUP BY stream ORDER BY stream";
+    let csv = query_csv(&cfg, "default", sql);
+    for (i, s) in summaries.iter().enumerate() {
+        let line = format!("vtest-{i},{},{}", s["lines"]["plaza"]["in"], s["lines"]["plaza"]["out"]);
+        assert!(csv.lines().any(|l| l == line), "{line} missing from\n{csv}");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("spool-shared"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("spool-"))
+        .collect();
+    assert!(left.is_empty(), "spools left behind: {left:?}");
+}

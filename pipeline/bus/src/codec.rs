@@ -43,4 +43,44 @@ mod tests {
         assert_eq!(decode_event(v2.as_bytes()), Err(DecodeError::UnknownVersion("2".into())));
         assert!(matches!(decode_event(br#"{"schema_version":1}"#), Err(DecodeError::Invalid(_))));
     }
+
+    /// Arbitrary bytes and damaged events (every byte flipped in turn, every truncation,
+    /// random bytes) decode to an error or an event, never a panic.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let e = Event::new(
+            TenantId("acme".into()),
+            "door".into(),
+            7,
+            5,
+            6,
+            retail_core::EventKind::ZoneExit { zone: "z".into(), dwell_s: 1.5, reason: retail_core::ExitReason::Left },
+        );
+        let good = encode_event(&e);
+        for i in 0..good.len() {
+            let _ = decode_event(&good[..i]);
+            for bit in [0x01, 0x20, 0x80] {
+                let mut bad = good.clone();
+                bad[i] ^= bit;
+                let _ = decode_event(&bad);
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for n in 0..20_000usize {
+            let bytes: Vec<u8> = (0..n % 300)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly JSON-ish characters, so the parser gets deep.
+                    let alphabet = b"{}[]\":,0123456789.eE-+ truenullfalseschema_version";
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let _ = decode_event(&bytes);
+        }
+        // Deep nesting is refused, not a stack overflow.
+        let deep = "[".repeat(100_000);
+        assert!(decode_event(deep.as_bytes()).is_err());
+    }
 }

@@ -18,10 +18,15 @@ pub struct BusConfig {
     pub create_topics: bool,
     /// Where undecodable messages are copied.
     pub dead_letter_topic: String,
-    /// Directory of the on-disk outage buffer; default `<cache>/spool`.
+    /// Directory of the on-disk outage buffers (one per producer process, adopted by a later
+    /// one for the same broker and topic once its process is gone); default `<cache>/spool`.
     pub spool_dir: Option<PathBuf>,
     /// Most bytes the outage buffer may hold before ingest stops.
     pub spool_max_bytes: u64,
+    /// Largest encoded event sent to the broker (Kafka's `message.max.bytes`); larger events
+    /// are refused when sent, and records the broker still rejects as too large are moved to
+    /// `<spool-dir>/rejected/`.
+    pub max_event_bytes: usize,
     /// How long to wait for the broker to acknowledge everything at the end of a run.
     pub flush_timeout_s: u64,
     /// How long the Kafka client keeps retrying one send before it is re-sent from the spool.
@@ -41,6 +46,7 @@ impl Default for BusConfig {
             dead_letter_topic: "retail.events.dead-letter".into(),
             spool_dir: None,
             spool_max_bytes: 256 * 1024 * 1024,
+            max_event_bytes: 1_000_000,
             flush_timeout_s: 120,
             message_timeout_s: 300,
             session_timeout_s: 10,
@@ -62,6 +68,13 @@ impl BusConfig {
         }
         if self.spool_max_bytes < 64 * 1024 {
             return Err(format!("bus.spool-max-bytes must be at least 65536, got {}", self.spool_max_bytes));
+        }
+        if !(1000..=crate::MAX_RECORD_BYTES).contains(&self.max_event_bytes) {
+            return Err(format!(
+                "bus.max-event-bytes must be between 1000 and {}, got {}",
+                crate::MAX_RECORD_BYTES,
+                self.max_event_bytes
+            ));
         }
         Ok(())
     }

@@ -13,6 +13,15 @@ pub enum BusError {
         dir.display()
     )]
     SpoolFull { dir: PathBuf, bytes: u64, limit: u64, pending: u64, brokers: String },
+    /// Another process (or handle) holds this spool directory.
+    #[error("event spool {} is in use by another process", dir.display())]
+    SpoolInUse { dir: PathBuf },
+    /// A record larger than the spool stores.
+    #[error("event for `{key}` is {bytes} bytes, over the spool's limit of {limit} bytes; not sent")]
+    RecordTooLarge { key: String, bytes: usize, limit: usize },
+    /// An event larger than the broker takes (`bus.max-event-bytes`); refused before it is spooled.
+    #[error("event {event_id} of stream `{stream}` is {bytes} bytes, over bus.max-event-bytes = {limit}; not sent")]
+    EventTooLarge { stream: String, event_id: String, bytes: usize, limit: usize },
     /// Reading or writing the spool failed.
     #[error("event spool {}: {reason}", path.display())]
     Spool { path: PathBuf, reason: String },

@@ -13,17 +13,20 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use retail_core::Event;
 use tracing::{debug, info, warn};
 
-use crate::{BusConfig, BusError, EventProducer, Record, RecordConsumer, Spool, encode_event};
+use crate::{
+    BusConfig, BusError, EventProducer, Record, RecordConsumer, Spool, SpooledRecord, encode_event, spool_dir,
+};
 
 /// Records in flight to the broker at once; bounds rdkafka's own queue.
 const WINDOW: usize = 2048;
 
-type Deliveries = Mutex<Vec<(u64, Result<(), String>)>>;
+/// Per delivered or failed record: its spool seq, and the error if any.
+type Deliveries = Mutex<Vec<(u64, Result<(), KafkaError>)>>;
 
 struct DeliveryContext {
     results: Arc<Deliveries>,
@@ -35,9 +38,41 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<u64>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: Box<u64>) {
-        let outcome = result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string());
+        let outcome = result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone());
         self.results.lock().expect("delivery lock").push((*seq, outcome));
     }
+}
+
+/// Delivery failures of the direct (dead-letter) producer, which has no spool: a send is
+/// only done when its delivery report says so.
+#[derive(Default)]
+struct DirectContext {
+    failures: Mutex<Vec<String>>,
+}
+
+impl ClientContext for DirectContext {}
+
+impl ProducerContext for DirectContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failures.lock().expect("delivery lock").push(e.to_string());
+        }
+    }
+}
+
+/// Errors after which resending the same record can never succeed.
+fn is_permanent(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::BadMessage
+        )
+    )
 }
 
 struct Shared {
@@ -53,8 +88,9 @@ pub struct KafkaProducer {
     brokers: String,
     shared: Arc<Shared>,
     sender: Option<JoinHandle<()>>,
-    direct: BaseProducer,
+    direct: BaseProducer<DirectContext>,
     flush_timeout: Duration,
+    max_event_bytes: usize,
 }
 
 fn client_config(brokers: &str) -> ClientConfig {
@@ -91,30 +127,47 @@ pub fn ensure_topics(
     Ok(())
 }
 
+/// What a spool is written for: events spooled for one broker list and topic are never sent
+/// to another.
+fn spool_target(brokers: &str, topic: &str) -> String {
+    format!("kafka://{brokers} topic={topic}")
+}
+
 impl KafkaProducer {
     pub fn open(brokers: &str, config: &BusConfig) -> Result<Self, BusError> {
-        let spool_dir = config.spool_dir.clone().unwrap_or_else(default_spool_dir);
-        let spool = Spool::open(&spool_dir, config.spool_max_bytes)?;
+        let root = config.spool_dir.clone().unwrap_or_else(default_spool_dir);
+        let claimed = spool_dir::claim(&root, &spool_target(brokers, &config.topic), config.spool_max_bytes)?;
+        for (dir, target, pending) in &claimed.foreign {
+            warn!(dir = %dir.display(), %target, pending, "events spooled for another bus are not sent to this one");
+        }
+        let spool = claimed.spool;
         if spool.pending() > 0 {
-            info!(pending = spool.pending(), dir = %spool_dir.display(), "resending events left in the spool");
+            info!(pending = spool.pending(), dir = %spool.dir().display(), "resending events left in the spool");
         }
         let results: Arc<Deliveries> = Arc::new(Mutex::new(Vec::new()));
         let make_producer = {
             let (brokers, results) = (brokers.to_owned(), results.clone());
             let timeout_ms = (config.message_timeout_s * 1000).to_string();
+            // Room for the record batch's own headers around the largest event.
+            let max_message = (config.max_event_bytes + 1024).to_string();
             move || -> Result<BaseProducer<DeliveryContext>, BusError> {
                 client_config(&brokers)
                     .set("enable.idempotence", "true")
                     .set("acks", "all")
                     .set("message.timeout.ms", &timeout_ms)
+                    .set("message.max.bytes", &max_message)
                     .set("linger.ms", "5")
                     .create_with_context(DeliveryContext { results: results.clone() })
                     .map_err(|e| kafka_err(&brokers, "producer", e))
             }
         };
         let producer = make_producer()?;
-        let direct: BaseProducer =
-            client_config(brokers).set("acks", "all").create().map_err(|e| kafka_err(brokers, "producer", e))?;
+        let direct = client_config(brokers)
+            .set("acks", "all")
+            .set("message.max.bytes", (config.max_event_bytes + 1024).to_string())
+            .set("message.timeout.ms", (config.flush_timeout_s * 1000).max(1000).to_string())
+            .create_with_context(DirectContext::default())
+            .map_err(|e| kafka_err(brokers, "producer", e))?;
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
             changed: Condvar::new(),
@@ -129,17 +182,15 @@ impl KafkaProducer {
                 .name("kafka-sender".into())
                 .spawn(move || {
                     let topics = [(topic.as_str(), partitions), (dlq.as_str(), 1)];
-                    send_loop(
-                        create,
-                        &brokers,
-                        &topic,
-                        &topics,
-                        replication,
-                        producer,
-                        &make_producer,
-                        &results,
-                        &shared,
-                    )
+                    let setup = TopicSetup { create, topics: &topics, replication };
+                    let link = Link {
+                        brokers: &brokers,
+                        topic: &topic,
+                        make_producer: &make_producer,
+                        results: &results,
+                        shared: &shared,
+                    };
+                    Sender::new(link, setup, producer).run()
                 })
                 .map_err(|e| kafka_err(&config.url, "sender thread", e))?
         };
@@ -149,12 +200,18 @@ impl KafkaProducer {
             sender: Some(sender),
             direct,
             flush_timeout: Duration::from_secs(config.flush_timeout_s),
+            max_event_bytes: config.max_event_bytes,
         })
     }
 
     /// Events waiting in the spool.
     pub fn pending(&self) -> u64 {
         self.shared.spool.lock().expect("spool lock").pending()
+    }
+
+    /// This producer's own spool directory.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.shared.spool.lock().expect("spool lock").dir().to_owned()
     }
 }
 
@@ -165,134 +222,238 @@ fn default_spool_dir() -> PathBuf {
     base.join("spool")
 }
 
-/// Delivers spooled records in order, acknowledging the contiguous delivered prefix.
-#[allow(clippy::too_many_arguments)]
-fn send_loop(
-    create_topics: bool,
-    brokers: &str,
-    topic: &str,
-    topics: &[(&str, i32)],
+/// Which topics the sender makes sure of, and how.
+struct TopicSetup<'a> {
+    create: bool,
+    topics: &'a [(&'a str, i32)],
     replication: i32,
-    mut producer: BaseProducer<DeliveryContext>,
-    make_producer: &dyn Fn() -> Result<BaseProducer<DeliveryContext>, BusError>,
-    results: &Deliveries,
-    shared: &Shared,
-) {
-    // Topics are (re)checked at start and after every failed delivery, until a check
-    // succeeds: a broker that was down at start (or lost them) gets them when it is back.
-    let mut topics_ready = !create_topics;
-    let mut topics_tried = !create_topics;
-    let mut topics_retry_at = Instant::now();
-    let mut next_send = shared.spool.lock().expect("spool lock").acked();
-    let mut delivered: BTreeSet<u64> = BTreeSet::new();
-    let mut in_flight = 0usize;
-    let mut failed: Option<(u64, String)> = None;
-    let mut backoff_until = Instant::now();
-    loop {
-        let stopping = shared.stop.load(Ordering::Relaxed);
-        if stopping && in_flight == 0 {
-            break;
+}
+
+/// How long a stopping sender still waits for records in flight before it leaves them to
+/// the spool (they are resent by the next run; consumers drop repeats by event id).
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// What the sender thread works with and never changes.
+struct Link<'a> {
+    brokers: &'a str,
+    topic: &'a str,
+    make_producer: &'a dyn Fn() -> Result<BaseProducer<DeliveryContext>, BusError>,
+    results: &'a Deliveries,
+    shared: &'a Shared,
+}
+
+/// The sender thread: delivers spooled records in order, acknowledging the contiguous
+/// delivered prefix; moves records the broker refuses for good aside.
+struct Sender<'a> {
+    link: Link<'a>,
+    setup: TopicSetup<'a>,
+    producer: BaseProducer<DeliveryContext>,
+    topics_ready: bool,
+    topics_tried: bool,
+    topics_retry_at: Instant,
+    next_send: u64,
+    delivered: BTreeSet<u64>,
+    in_flight: usize,
+    failed: Option<(u64, String)>,
+    backoff_until: Instant,
+    stop_deadline: Option<Instant>,
+}
+
+impl<'a> Sender<'a> {
+    fn new(link: Link<'a>, setup: TopicSetup<'a>, producer: BaseProducer<DeliveryContext>) -> Self {
+        let next_send = link.shared.spool.lock().expect("spool lock").acked();
+        // Topics are (re)checked at start and after every failed delivery, until a check
+        // succeeds: a broker that was down at start (or lost them) gets them when it is back.
+        Sender {
+            link,
+            topics_ready: !setup.create,
+            topics_tried: !setup.create,
+            setup,
+            producer,
+            topics_retry_at: Instant::now(),
+            next_send,
+            delivered: BTreeSet::new(),
+            in_flight: 0,
+            failed: None,
+            backoff_until: Instant::now(),
+            stop_deadline: None,
         }
-        if !topics_ready && Instant::now() >= topics_retry_at {
-            // Sending goes on meanwhile: sends wait in rdkafka's retries and in the spool.
-            match ensure_topics(brokers, topics, replication, Duration::from_secs(5)) {
-                Ok(()) => topics_ready = true,
-                Err(e) => {
-                    warn!(error = %e, "could not create topics; sending anyway, retrying in 2 s");
-                    *shared.last_error.lock().expect("lock") = Some(e.to_string());
-                    topics_retry_at = Instant::now() + Duration::from_secs(2);
+    }
+
+    /// Notes a failed record; resending starts from the lowest one.
+    fn fail(&mut self, seq: u64, reason: String) {
+        if self.failed.as_ref().is_none_or(|(s, _)| seq < *s) {
+            self.failed = Some((seq, reason));
+        }
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.link.shared.last_error.lock().expect("lock") = e;
+    }
+
+    fn run(mut self) {
+        loop {
+            let stopping = self.link.shared.stop.load(Ordering::Relaxed);
+            if stopping {
+                let deadline = *self.stop_deadline.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+                if self.in_flight == 0 || Instant::now() >= deadline {
+                    break;
                 }
             }
-            topics_tried = true;
+            self.ensure_topics();
+            if self.topics_tried && self.failed.is_none() && !stopping && Instant::now() >= self.backoff_until {
+                self.send_some();
+            }
+            self.producer.poll(Duration::from_millis(50));
+            self.collect_deliveries();
+            self.acknowledge();
+            self.resend_after_failure();
+            if self.in_flight == 0 && !stopping {
+                let spool = self.link.shared.spool.lock().expect("spool lock");
+                if self.next_send >= spool.next_seq() {
+                    let _ = self.link.shared.changed.wait_timeout(spool, Duration::from_millis(200));
+                }
+            }
         }
-        if topics_tried && failed.is_none() && !stopping && Instant::now() >= backoff_until && in_flight < WINDOW {
-            let batch = shared.spool.lock().expect("spool lock").read(next_send, WINDOW - in_flight);
-            match batch {
-                Ok(batch) => {
-                    for rec in batch {
-                        next_send = rec.seq + 1;
-                        if delivered.contains(&rec.seq) {
-                            continue;
-                        }
-                        let record =
-                            BaseRecord::with_opaque_to(topic, Box::new(rec.seq)).key(&rec.key).payload(&rec.payload);
-                        match producer.send(record) {
-                            Ok(()) => in_flight += 1,
-                            Err((e, _)) => {
-                                next_send = rec.seq;
-                                if !matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) {
-                                    failed = Some((rec.seq, e.to_string()));
-                                }
-                                break;
-                            }
-                        }
+    }
+
+    fn ensure_topics(&mut self) {
+        if self.topics_ready || Instant::now() < self.topics_retry_at {
+            return;
+        }
+        // Sending goes on meanwhile: sends wait in rdkafka's retries and in the spool.
+        match ensure_topics(self.link.brokers, self.setup.topics, self.setup.replication, Duration::from_secs(5)) {
+            Ok(()) => self.topics_ready = true,
+            Err(e) => {
+                warn!(error = %e, "could not create topics; sending anyway, retrying in 2 s");
+                self.set_error(Some(e.to_string()));
+                self.topics_retry_at = Instant::now() + Duration::from_secs(2);
+            }
+        }
+        self.topics_tried = true;
+    }
+
+    fn send_some(&mut self) {
+        if self.in_flight >= WINDOW {
+            return;
+        }
+        let batch = self.link.shared.spool.lock().expect("spool lock").read(self.next_send, WINDOW - self.in_flight);
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "spool read failed");
+                self.set_error(Some(e.to_string()));
+                self.backoff_until = Instant::now() + Duration::from_secs(1);
+                return;
+            }
+        };
+        for rec in batch {
+            self.next_send = rec.seq + 1;
+            if self.delivered.contains(&rec.seq) {
+                continue;
+            }
+            let record =
+                BaseRecord::with_opaque_to(self.link.topic, Box::new(rec.seq)).key(&rec.key).payload(&rec.payload);
+            match self.producer.send(record) {
+                Ok(()) => self.in_flight += 1,
+                Err((e, _)) if is_permanent(&e) => self.reject(&rec, &e),
+                Err((e, _)) => {
+                    self.next_send = rec.seq;
+                    if !matches!(e, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) {
+                        self.fail(rec.seq, e.to_string());
                     }
-                }
-                Err(e) => {
-                    warn!(error = %e, "spool read failed");
-                    *shared.last_error.lock().expect("lock") = Some(e.to_string());
-                    backoff_until = Instant::now() + Duration::from_secs(1);
+                    break;
                 }
             }
         }
-        producer.poll(Duration::from_millis(50));
-        for (seq, outcome) in std::mem::take(&mut *results.lock().expect("delivery lock")) {
-            in_flight -= 1;
+    }
+
+    /// Moves a record the broker will never take out of the spool's way; it counts as done.
+    fn reject(&mut self, rec: &SpooledRecord, e: &KafkaError) {
+        metrics::counter!("retail_bus_rejected_total").increment(1);
+        let spool = self.link.shared.spool.lock().expect("spool lock");
+        match spool_dir::reject(&spool, rec, &e.to_string()) {
+            Ok(path) => {
+                warn!(seq = rec.seq, error = %e, to = %path.display(), "broker refuses this event for good; moved aside");
+                self.delivered.insert(rec.seq);
+            }
+            Err(io) => {
+                // Not moved aside: keep it, and retry later rather than drop it.
+                warn!(seq = rec.seq, error = %io, "could not move a refused event aside");
+                self.fail(rec.seq, io.to_string());
+            }
+        }
+    }
+
+    fn collect_deliveries(&mut self) {
+        for (seq, outcome) in std::mem::take(&mut *self.link.results.lock().expect("delivery lock")) {
+            self.in_flight -= 1;
             match outcome {
                 Ok(()) => {
-                    delivered.insert(seq);
+                    self.delivered.insert(seq);
                 }
-                Err(reason) => {
-                    metrics::counter!("retail_bus_delivery_failures_total").increment(1);
-                    if failed.as_ref().is_none_or(|(s, _)| seq < *s) {
-                        failed = Some((seq, reason));
+                Err(e) if is_permanent(&e) => {
+                    let rec = self.link.shared.spool.lock().expect("spool lock").read(seq, 1);
+                    match rec.ok().and_then(|mut r| r.pop()).filter(|r| r.seq == seq) {
+                        Some(rec) => self.reject(&rec, &e),
+                        None => {
+                            self.delivered.insert(seq);
+                        }
                     }
                 }
-            }
-        }
-        // Acknowledge the delivered prefix so the spool can free it.
-        {
-            let mut spool = shared.spool.lock().expect("spool lock");
-            let mut cursor = spool.acked();
-            while delivered.remove(&cursor) {
-                cursor += 1;
-            }
-            if cursor > spool.acked() {
-                metrics::counter!("retail_bus_events_delivered_total").increment(cursor - spool.acked());
-                if let Err(e) = spool.ack_until(cursor) {
-                    warn!(error = %e, "spool ack failed");
+                Err(e) => {
+                    metrics::counter!("retail_bus_delivery_failures_total").increment(1);
+                    self.fail(seq, e.to_string());
                 }
-                *shared.last_error.lock().expect("lock") = None;
-                shared.changed.notify_all();
-            }
-            delivered.retain(|s| *s >= cursor);
-        }
-        // After a failure, let everything in flight settle, then resend from the failure.
-        if let Some((seq, reason)) = &failed
-            && in_flight == 0
-        {
-            warn!(from_seq = seq, reason = %reason, "delivery failed; resending from the spool");
-            *shared.last_error.lock().expect("lock") = Some(reason.clone());
-            next_send = *seq;
-            failed = None;
-            topics_ready = !create_topics;
-            backoff_until = Instant::now() + Duration::from_secs(1);
-            // Timed-out sends leave an idempotent producer's sequence numbers unknown (a fatal
-            // state for some brokers): start a fresh producer; repeats are dropped downstream
-            // by event id.
-            if let Some(fatal) = producer.client().fatal_error() {
-                warn!(?fatal, "producer in fatal state");
-            }
-            match make_producer() {
-                Ok(p) => producer = p,
-                Err(e) => warn!(error = %e, "cannot recreate producer; retrying with the old one"),
             }
         }
-        if in_flight == 0 && !stopping {
-            let spool = shared.spool.lock().expect("spool lock");
-            if next_send >= spool.next_seq() {
-                let _ = shared.changed.wait_timeout(spool, Duration::from_millis(200));
+    }
+
+    /// Acknowledges the delivered prefix so the spool can free it; gaps left by records
+    /// dropped from the spool do not hold it back.
+    fn acknowledge(&mut self) {
+        let mut spool = self.link.shared.spool.lock().expect("spool lock");
+        let before = spool.acked();
+        let mut cursor = spool.next_present(before);
+        // Forgotten from `delivered` only once the cursor is durable (the `retain` below):
+        // a failed ack is retried on the next turn.
+        while self.delivered.contains(&cursor) {
+            cursor = spool.next_present(cursor + 1);
+        }
+        if cursor > before {
+            let pending_before = spool.pending();
+            if let Err(e) = spool.ack_until(cursor) {
+                warn!(error = %e, "spool ack failed");
+                self.set_error(Some(e.to_string()));
+                return;
             }
+            metrics::counter!("retail_bus_events_delivered_total").increment(pending_before - spool.pending());
+            self.set_error(None);
+            self.link.shared.changed.notify_all();
+        }
+        self.delivered.retain(|s| *s >= cursor);
+    }
+
+    /// After a failure, lets everything in flight settle, then resends from the failure.
+    fn resend_after_failure(&mut self) {
+        if self.in_flight > 0 {
+            return;
+        }
+        let Some((seq, reason)) = self.failed.take() else { return };
+        warn!(from_seq = seq, reason = %reason, "delivery failed; resending from the spool");
+        self.set_error(Some(reason));
+        self.next_send = seq;
+        self.topics_ready = !self.setup.create;
+        self.backoff_until = Instant::now() + Duration::from_secs(1);
+        // Timed-out sends leave an idempotent producer's sequence numbers unknown (a fatal
+        // state for some brokers): start a fresh producer; repeats are dropped downstream by
+        // event id.
+        if let Some(fatal) = self.producer.client().fatal_error() {
+            warn!(?fatal, "producer in fatal state");
+        }
+        match (self.link.make_producer)() {
+            Ok(p) => self.producer = p,
+            Err(e) => warn!(error = %e, "cannot recreate producer; retrying with the old one"),
         }
     }
 }
@@ -301,6 +462,14 @@ impl EventProducer for KafkaProducer {
     fn send(&mut self, events: &[Event]) -> Result<(), BusError> {
         let encoded: Vec<(Vec<u8>, Vec<u8>)> =
             events.iter().map(|e| (e.stream.0.as_bytes().to_vec(), encode_event(e))).collect();
+        if let Some((e, (_, p))) = events.iter().zip(&encoded).find(|(_, (_, p))| p.len() > self.max_event_bytes) {
+            return Err(BusError::EventTooLarge {
+                stream: e.stream.0.clone(),
+                event_id: e.event_id.clone(),
+                bytes: p.len(),
+                limit: self.max_event_bytes,
+            });
+        }
         let refs: Vec<(&[u8], &[u8])> = encoded.iter().map(|(k, p)| (k.as_slice(), p.as_slice())).collect();
         let mut spool = self.shared.spool.lock().expect("spool lock");
         if let Err(bytes) = spool.append(&refs)? {
@@ -318,16 +487,35 @@ impl EventProducer for KafkaProducer {
     }
 
     fn send_raw(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<(), BusError> {
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(payload);
-        if let Some(k) = key {
-            record = record.key(k);
+        self.send_raw_batch(topic, &[(key, payload)])
+    }
+
+    fn send_raw_batch(&mut self, topic: &str, records: &[(Option<&[u8]>, &[u8])]) -> Result<(), BusError> {
+        let brokers = self.brokers.clone();
+        let err = |e: &dyn std::fmt::Display| kafka_err(&brokers, &format!("send to {topic}"), e);
+        self.direct.context().failures.lock().expect("delivery lock").clear();
+        for (key, payload) in records {
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(*payload);
+            if let Some(k) = key {
+                record = record.key(*k);
+            }
+            self.direct.send(record).map_err(|(e, _)| err(&e))?;
+            self.direct.poll(Duration::ZERO);
         }
-        self.direct.send(record).map_err(|(e, _)| kafka_err(&self.brokers, &format!("send to {topic}"), e))?;
-        self.direct.flush(Duration::from_secs(10)).map_err(|e| kafka_err(&self.brokers, &format!("send to {topic}"), e))
+        if let Err(e) = self.direct.flush(self.flush_timeout) {
+            // The caller sends the batch again: drop these copies instead of doubling them.
+            self.direct.purge(PurgeConfig::default().queue().inflight());
+            return Err(err(&e));
+        }
+        let failures = std::mem::take(&mut *self.direct.context().failures.lock().expect("delivery lock"));
+        match failures.first() {
+            None => Ok(()),
+            Some(first) => Err(err(&format!("{} of {} not delivered: {first}", failures.len(), records.len()))),
+        }
     }
 
     fn flush(&mut self, timeout: Duration) -> Result<(), BusError> {
-        let deadline = Instant::now() + timeout.min(self.flush_timeout.max(timeout));
+        let deadline = Instant::now() + timeout;
         let mut spool = self.shared.spool.lock().expect("spool lock");
         while spool.pending() > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -346,11 +534,16 @@ impl EventProducer for KafkaProducer {
 }
 
 impl Drop for KafkaProducer {
+    /// Stops the sender within [`STOP_GRACE`] (undelivered events stay spooled for the next
+    /// run) and removes the spool if it holds nothing.
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         self.shared.changed.notify_all();
         if let Some(h) = self.sender.take() {
             let _ = h.join();
+        }
+        if let Ok(spool) = self.shared.spool.lock() {
+            spool_dir::release(&spool);
         }
     }
 }

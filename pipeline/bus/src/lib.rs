@@ -8,6 +8,8 @@
 //! Kafka producers write every event to a bounded on-disk [`Spool`] first and deliver from
 //! there, so a broker outage neither blocks decoding nor loses events: they wait on disk,
 //! survive a restart of the process, and a full spool stops ingest with an error that says so.
+//! Each producer process has a spool of its own, tagged with its broker and topic; a later
+//! producer for the same bus adopts the spools of processes that are gone ([`spool_dir`]).
 //! Redelivery after a crash can repeat events; consumers drop repeats by `event_id`.
 
 mod codec;
@@ -16,6 +18,7 @@ mod error;
 mod kafka;
 mod memory;
 mod spool;
+pub mod spool_dir;
 
 use std::time::Duration;
 
@@ -25,7 +28,7 @@ pub use error::BusError;
 pub use kafka::{KafkaConsumer, KafkaProducer};
 pub use memory::{MemoryBus, MemoryConsumer, MemoryProducer};
 pub use retail_core::Event;
-pub use spool::Spool;
+pub use spool::{MAX_RECORD_BYTES, Spool, SpooledRecord};
 
 /// A message as consumers see it.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,6 +47,11 @@ pub trait EventProducer: Send {
     fn send(&mut self, events: &[Event]) -> Result<(), BusError>;
     /// Publishes raw payloads to another topic of the same bus (dead letters).
     fn send_raw(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<(), BusError>;
+    /// Publishes several raw payloads to another topic, waiting for the bus once: all are
+    /// acknowledged when this returns `Ok`; on an error any of them may need sending again.
+    fn send_raw_batch(&mut self, topic: &str, records: &[(Option<&[u8]>, &[u8])]) -> Result<(), BusError> {
+        records.iter().try_for_each(|(k, p)| self.send_raw(topic, *k, p))
+    }
     /// Waits until everything queued so far is acknowledged by the bus.
     fn flush(&mut self, timeout: Duration) -> Result<(), BusError>;
 }

@@ -1,10 +1,17 @@
 //! A bounded, crash-safe, on-disk FIFO of keyed records: the Kafka producer's outage buffer.
 //!
+//! One spool is one directory owned by one process, which holds an exclusive lock on its
+//! `lock` file for as long as it uses it; [`crate::spool_dir`] gives every producer its own
+//! spool under a shared root and lets a later process adopt the spools of dead ones.
+//!
 //! Records are appended to segment files (`<first seq>.seg`, each record
-//! `[len u32][crc32 u32][key len u32][key][payload]`, fsynced per append) and acknowledged in
+//! `[len u32][crc32 u32][seq u64][key len u32][key][payload]`, CRC over everything after it,
+//! fsynced per append, the directory fsynced when a segment is created) and acknowledged in
 //! order; the `cursor` file holds the first unacknowledged sequence number and is replaced
-//! atomically. Fully acknowledged segments are deleted. On open, a torn record at the end of
-//! the last segment (a crash mid-write) is cut off; everything before it is kept.
+//! atomically (temp file, fsync, rename, directory fsync). Fully acknowledged segments are
+//! deleted. Every record carries its own sequence number, so a damaged record is skipped on
+//! open (counted and logged) without renumbering or losing the valid records after it; only a
+//! torn record at the very end of the last segment (a crash mid-write) is cut off.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -13,16 +20,29 @@ use std::path::{Path, PathBuf};
 
 use crate::BusError;
 
+/// Largest key + payload the spool stores; larger records are refused at append.
+pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
-const HEADER: u64 = 12;
+/// `len` and `crc`.
+const FRAME: usize = 8;
+/// `seq` and `key len`.
+const BODY_HEAD: usize = 12;
+/// A sequence number further than this past the previous one is taken for garbage.
+const MAX_SEQ_JUMP: u64 = 1 << 40;
 
 #[derive(Debug)]
 struct Segment {
-    first_seq: u64,
     path: PathBuf,
     bytes: u64,
-    /// (seq, byte offset) of every record, for reads from the middle.
-    offsets: Vec<u64>,
+    /// (seq, byte offset) of every readable record, in seq order.
+    records: Vec<(u64, u64)>,
+}
+
+impl Segment {
+    /// Index of the first record with a seq of at least `seq`.
+    fn index_of(&self, seq: u64) -> usize {
+        self.records.partition_point(|(s, _)| *s < seq)
+    }
 }
 
 /// See the module docs.
@@ -33,6 +53,12 @@ pub struct Spool {
     segments: VecDeque<Segment>,
     next_seq: u64,
     acked: u64,
+    /// A segment this large takes no more appends.
+    segment_bytes: u64,
+    /// The last segment takes no more appends: a failed write there could not be undone.
+    sealed: bool,
+    /// Held for the spool's lifetime; the OS releases it when the process dies.
+    _lock: File,
 }
 
 /// One spooled record.
@@ -43,52 +69,91 @@ pub struct SpooledRecord {
     pub payload: Vec<u8>,
 }
 
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> BusError + '_ {
+    move |e| BusError::Spool { path: path.to_owned(), reason: e.to_string() }
+}
+
+/// Fsyncs a directory, so that entries created or renamed in it survive a power loss.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), BusError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+/// Takes the exclusive lock of a spool directory without waiting.
+fn lock(dir: &Path) -> Result<File, BusError> {
+    let path = dir.join("lock");
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(BusError::SpoolInUse { dir: dir.to_owned() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+    }
+}
+
 impl Spool {
+    /// Opens (creating if needed) and locks a spool directory. Fails with
+    /// [`BusError::SpoolInUse`] while another process or handle holds it.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, BusError> {
-        let err = |path: &Path, e: std::io::Error| BusError::Spool { path: path.to_owned(), reason: e.to_string() };
-        std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
-        let mut firsts: Vec<u64> = std::fs::read_dir(dir)
-            .map_err(|e| err(dir, e))?
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = lock(dir)?;
+        let mut firsts: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
             .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+            .filter_map(|e| {
+                let first = e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok()?;
+                Some((first, e.path()))
+            })
             .collect();
         firsts.sort_unstable();
         let mut segments = VecDeque::new();
         let count = firsts.len();
-        for (i, first_seq) in firsts.into_iter().enumerate() {
-            let path = dir.join(format!("{first_seq:020}.seg"));
-            let (offsets, good) = scan(&path).map_err(|e| err(&path, e))?;
-            let len = std::fs::metadata(&path).map_err(|e| err(&path, e))?.len();
-            if good < len {
-                if i + 1 < count {
-                    return Err(BusError::Spool {
-                        path,
-                        reason: format!("corrupt record at byte {good} in a sealed segment"),
-                    });
-                }
-                tracing::warn!(path = %path.display(), kept = good, dropped = len - good, "cutting torn record off spool");
-                let f = OpenOptions::new().write(true).open(&path).map_err(|e| err(&path, e))?;
-                f.set_len(good).map_err(|e| err(&path, e))?;
-                f.sync_all().map_err(|e| err(&path, e))?;
+        let mut next_seq = 0;
+        for (i, (_, path)) in firsts.into_iter().enumerate() {
+            let seg = open_segment(path, i + 1 == count)?;
+            if let Some((last, _)) = seg.records.last() {
+                next_seq = next_seq.max(last + 1);
             }
-            segments.push_back(Segment { first_seq, path, bytes: good, offsets });
+            segments.push_back(seg);
         }
-        let next_seq = segments.back().map(|s| s.first_seq + s.offsets.len() as u64).unwrap_or(0);
         let cursor = dir.join("cursor");
         let acked = match std::fs::read_to_string(&cursor) {
             Ok(t) => {
                 t.trim().parse::<u64>().map_err(|e| BusError::Spool { path: cursor.clone(), reason: e.to_string() })?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => segments.front().map(|s| s.first_seq).unwrap_or(0),
-            Err(e) => return Err(err(&cursor, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io_err(&cursor)(e)),
         };
-        let mut spool = Spool { dir: dir.to_owned(), max_bytes, segments, next_seq: next_seq.max(acked), acked };
+        let mut spool = Spool {
+            dir: dir.to_owned(),
+            max_bytes,
+            segments,
+            next_seq: next_seq.max(acked),
+            acked,
+            segment_bytes: SEGMENT_BYTES,
+            sealed: false,
+            _lock: lock,
+        };
         spool.drop_acked_segments()?;
         Ok(spool)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Points the spool at its directory's new name after the caller renamed it (only while
+    /// it has no segment, so no path goes stale).
+    pub(crate) fn renamed(&mut self, dir: PathBuf) {
+        debug_assert!(self.segments.is_empty());
+        self.dir = dir;
+    }
+
+    #[cfg(test)]
+    fn set_segment_bytes(&mut self, bytes: u64) {
+        self.segment_bytes = bytes;
+    }
+
+    pub(crate) fn set_max_bytes(&mut self, max_bytes: u64) {
+        self.max_bytes = max_bytes;
     }
 
     /// Bytes on disk.
@@ -102,7 +167,7 @@ impl Spool {
 
     /// Records appended but not yet acknowledged.
     pub fn pending(&self) -> u64 {
-        self.next_seq - self.acked
+        self.segments.iter().map(|s| (s.records.len() - s.index_of(self.acked)) as u64).sum()
     }
 
     /// First unacknowledged sequence number.
@@ -114,64 +179,108 @@ impl Spool {
         self.next_seq
     }
 
-    /// Appends records durably, all or none. `Err(None)` means full; the caller adds context.
+    /// The first record at or after `seq` that is still in the spool, or [`next_seq`]
+    /// (Self::next_seq) if there is none: sequence numbers of skipped records leave gaps.
+    pub fn next_present(&self, seq: u64) -> u64 {
+        self.segments
+            .iter()
+            .find_map(|s| s.records.get(s.index_of(seq)).map(|(s, _)| *s))
+            .unwrap_or(self.next_seq.max(seq))
+    }
+
+    /// Appends records durably, all or none. `Ok(Err(bytes))` means full (the caller adds
+    /// context); a record over [`MAX_RECORD_BYTES`] is refused whole with an error.
     pub fn append(&mut self, records: &[(&[u8], &[u8])]) -> Result<Result<(), u64>, BusError> {
-        let size: u64 = records.iter().map(|(k, p)| HEADER + k.len() as u64 + p.len() as u64).sum();
+        if let Some((key, payload)) = records.iter().find(|(k, p)| k.len() + p.len() > MAX_RECORD_BYTES) {
+            return Err(BusError::RecordTooLarge {
+                key: String::from_utf8_lossy(key).into_owned(),
+                bytes: key.len() + payload.len(),
+                limit: MAX_RECORD_BYTES,
+            });
+        }
+        let size: u64 = records.iter().map(|(k, p)| (FRAME + BODY_HEAD + k.len() + p.len()) as u64).sum();
         if self.bytes() + size > self.max_bytes {
             return Ok(Err(self.bytes()));
         }
-        let need_new = self.segments.back().is_none_or(|s| s.bytes >= SEGMENT_BYTES);
-        if need_new {
-            let path = self.dir.join(format!("{:020}.seg", self.next_seq));
-            self.segments.push_back(Segment { first_seq: self.next_seq, path, bytes: 0, offsets: Vec::new() });
+        if self.sealed || self.segments.back().is_none_or(|s| s.bytes >= self.segment_bytes) {
+            self.new_segment()?;
         }
         let seg = self.segments.back_mut().expect("just ensured");
-        let err = |e: std::io::Error| BusError::Spool { path: seg.path.clone(), reason: e.to_string() };
         let mut buf = Vec::with_capacity(size as usize);
-        let mut offsets = Vec::with_capacity(records.len());
-        for (key, payload) in records {
-            offsets.push(seg.bytes + buf.len() as u64);
-            let mut body = Vec::with_capacity(4 + key.len() + payload.len());
-            body.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            body.extend_from_slice(key);
-            body.extend_from_slice(payload);
-            buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-            buf.extend_from_slice(&body);
+        let mut index = Vec::with_capacity(records.len());
+        for (i, (key, payload)) in records.iter().enumerate() {
+            let seq = self.next_seq + i as u64;
+            index.push((seq, seg.bytes + buf.len() as u64));
+            encode_record(&mut buf, seq, key, payload);
         }
-        let mut f = OpenOptions::new().create(true).append(true).open(&seg.path).map_err(err)?;
-        f.write_all(&buf).map_err(err)?;
-        f.sync_data().map_err(err)?;
-        if need_new {
-            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(err)?;
+        if let Err(e) = append_durably(&seg.path, &buf) {
+            // Leave no bytes the index does not account for: cut back to the last good end,
+            // or, if even that fails, append to a fresh segment from now on.
+            let undone = OpenOptions::new().write(true).open(&seg.path).and_then(|f| {
+                f.set_len(seg.bytes)?;
+                f.sync_all()
+            });
+            if undone.is_err() {
+                // The bytes may hold whole, valid records: their seqs are never used again,
+                // so nothing acknowledged later can be mistaken for them.
+                self.sealed = true;
+                self.next_seq += records.len() as u64;
+            }
+            return Err(io_err(&seg.path)(e));
         }
         seg.bytes += buf.len() as u64;
-        seg.offsets.extend(offsets);
+        seg.records.extend(index);
         self.next_seq += records.len() as u64;
         Ok(Ok(()))
     }
 
-    /// Up to `max` records starting at `from` (clamped to the first unacknowledged one).
-    pub fn read(&self, from: u64, max: usize) -> Result<Vec<SpooledRecord>, BusError> {
+    /// Starts a segment: the file exists and its directory entry is durable before any
+    /// record is written to it.
+    fn new_segment(&mut self) -> Result<(), BusError> {
+        let path = self.dir.join(format!("{:020}.seg", self.next_seq));
+        if self.segments.back().is_some_and(|s| s.path == path) {
+            // An empty last segment (its only write failed) is reused from scratch.
+            self.segments.pop_back();
+        }
+        File::create(&path).and_then(|f| f.sync_all()).map_err(io_err(&path))?;
+        sync_dir(&self.dir)?;
+        self.segments.push_back(Segment { path, bytes: 0, records: Vec::new() });
+        self.sealed = false;
+        Ok(())
+    }
+
+    /// Up to `max` records starting at `from` (clamped to the first unacknowledged one). A
+    /// record found damaged since the spool was opened is dropped from it, counted and logged,
+    /// so that it cannot stall delivery.
+    pub fn read(&mut self, from: u64, max: usize) -> Result<Vec<SpooledRecord>, BusError> {
         let mut out = Vec::new();
-        let mut seq = from.max(self.acked);
-        for seg in &self.segments {
-            let end = seg.first_seq + seg.offsets.len() as u64;
-            if seq >= end || out.len() >= max {
+        let from = from.max(self.acked);
+        for seg in &mut self.segments {
+            let mut i = seg.index_of(from);
+            if i >= seg.records.len() || out.len() >= max {
                 continue;
             }
-            let err = |e: std::io::Error| BusError::Spool { path: seg.path.clone(), reason: e.to_string() };
-            let mut f = File::open(&seg.path).map_err(err)?;
-            f.seek(SeekFrom::Start(seg.offsets[(seq - seg.first_seq) as usize])).map_err(err)?;
-            let mut reader = std::io::BufReader::new(f);
-            while seq < end && out.len() < max {
-                let body = read_record(&mut reader).map_err(err)?.ok_or_else(|| BusError::Spool {
-                    path: seg.path.clone(),
-                    reason: format!("record {seq} unreadable"),
-                })?;
-                let klen = u32::from_le_bytes(body[..4].try_into().expect("4 bytes")) as usize;
-                out.push(SpooledRecord { seq, key: body[4..4 + klen].to_vec(), payload: body[4 + klen..].to_vec() });
-                seq += 1;
+            let mut reader = std::io::BufReader::new(File::open(&seg.path).map_err(io_err(&seg.path))?);
+            let mut at = None;
+            while i < seg.records.len() && out.len() < max {
+                let (seq, offset) = seg.records[i];
+                // Records need not be contiguous: damaged bytes between them were skipped.
+                if at != Some(offset) {
+                    reader.seek(SeekFrom::Start(offset)).map_err(io_err(&seg.path))?;
+                }
+                let frame = read_frame(&mut reader).map_err(io_err(&seg.path))?;
+                at = frame.as_ref().map(|b| offset + (FRAME + b.len()) as u64);
+                match frame.as_deref().and_then(parse_body) {
+                    Some(rec) if rec.seq == seq => {
+                        out.push(rec);
+                        i += 1;
+                    }
+                    _ => {
+                        tracing::error!(path = %seg.path.display(), seq, offset, "spooled record damaged on disk; dropped");
+                        metrics::counter!("retail_bus_spool_damaged_records_total").increment(1);
+                        seg.records.remove(i);
+                    }
+                }
             }
         }
         Ok(out)
@@ -185,43 +294,75 @@ impl Spool {
         }
         let cursor = self.dir.join("cursor");
         let tmp = self.dir.join("cursor.tmp");
-        let err = |p: &Path, e: std::io::Error| BusError::Spool { path: p.to_owned(), reason: e.to_string() };
-        let mut f = File::create(&tmp).map_err(|e| err(&tmp, e))?;
-        f.write_all(seq.to_string().as_bytes()).map_err(|e| err(&tmp, e))?;
-        f.sync_all().map_err(|e| err(&tmp, e))?;
-        std::fs::rename(&tmp, &cursor).map_err(|e| err(&cursor, e))?;
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(seq.to_string().as_bytes()).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &cursor).map_err(io_err(&cursor))?;
+        sync_dir(&self.dir)?;
         self.acked = seq;
         self.drop_acked_segments()
     }
 
     fn drop_acked_segments(&mut self) -> Result<(), BusError> {
         while let Some(seg) = self.segments.front() {
-            let end = seg.first_seq + seg.offsets.len() as u64;
-            // Keep the last segment open for appends unless it is fully acknowledged and full.
-            let is_last = self.segments.len() == 1;
-            if end <= self.acked && (!is_last || seg.bytes >= SEGMENT_BYTES || end == self.next_seq) {
-                std::fs::remove_file(&seg.path)
-                    .map_err(|e| BusError::Spool { path: seg.path.clone(), reason: e.to_string() })?;
-                self.segments.pop_front();
-            } else {
+            if seg.records.last().is_some_and(|(s, _)| *s >= self.acked) {
                 break;
             }
+            // An empty last segment is the one appends go to; keep it.
+            if seg.records.is_empty() && self.segments.len() == 1 {
+                break;
+            }
+            std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+            self.segments.pop_front();
         }
         Ok(())
     }
 }
 
-/// Reads one record body; `Ok(None)` at a clean end or a torn/corrupt tail.
-fn read_record(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
-    let mut head = [0u8; 8];
+fn encode_record(buf: &mut Vec<u8>, seq: u64, key: &[u8], payload: &[u8]) {
+    let len = BODY_HEAD + key.len() + payload.len();
+    let start = buf.len();
+    buf.extend_from_slice(&(len as u32).to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(payload);
+    let crc = crc32fast::hash(&buf[start + FRAME..]);
+    buf[start + 4..start + FRAME].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn append_durably(path: &Path, buf: &[u8]) -> std::io::Result<()> {
+    let mut f = OpenOptions::new().append(true).open(path)?;
+    f.write_all(buf)?;
+    f.sync_data()
+}
+
+fn le_u32(b: &[u8]) -> usize {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
+}
+
+/// A record body, if it is well formed: the key length fits.
+fn parse_body(body: &[u8]) -> Option<SpooledRecord> {
+    if body.len() < BODY_HEAD {
+        return None;
+    }
+    let seq = u64::from_le_bytes(body[..8].try_into().ok()?);
+    let klen = le_u32(&body[8..12]);
+    let rest = &body[BODY_HEAD..];
+    (klen <= rest.len()).then(|| SpooledRecord { seq, key: rest[..klen].to_vec(), payload: rest[klen..].to_vec() })
+}
+
+/// Reads one framed body with a matching CRC; `Ok(None)` at the end or on damage.
+fn read_frame(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = [0u8; FRAME];
     match r.read_exact(&mut head) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-    if !(4..=64 * 1024 * 1024).contains(&len) {
+    let len = le_u32(&head[..4]);
+    if !(BODY_HEAD..=BODY_HEAD + MAX_RECORD_BYTES).contains(&len) {
         return Ok(None);
     }
     let mut body = vec![0u8; len];
@@ -230,74 +371,55 @@ fn read_record(r: &mut impl Read) -> std::io::Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    Ok((crc32fast::hash(&body) == crc).then_some(body))
+    Ok((crc32fast::hash(&body) == le_u32(&head[4..]) as u32).then_some(body))
 }
 
-/// Offsets of the intact records and the length of the intact prefix.
-fn scan(path: &Path) -> std::io::Result<(Vec<u64>, u64)> {
-    let mut r = std::io::BufReader::new(File::open(path)?);
-    let mut offsets = Vec::new();
-    let mut pos = 0u64;
-    while let Some(body) = read_record(&mut r)? {
-        offsets.push(pos);
-        pos += 8 + body.len() as u64;
+/// A valid record at `pos` whose seq follows `prev`: (seq, frame length).
+fn record_at(bytes: &[u8], pos: usize, prev: Option<u64>) -> Option<(u64, usize)> {
+    let head = bytes.get(pos..pos + FRAME + BODY_HEAD)?;
+    let len = le_u32(&head[..4]);
+    let seq = u64::from_le_bytes(head[8..16].try_into().ok()?);
+    // Cheap checks first: a scan for the next record tries every byte offset.
+    let follows = prev.is_none_or(|p| seq > p && seq - p <= MAX_SEQ_JUMP);
+    if !follows || !(BODY_HEAD..=BODY_HEAD + MAX_RECORD_BYTES).contains(&len) || le_u32(&head[12..16]) > len {
+        return None;
     }
-    Ok((offsets, pos))
+    let body = bytes.get(pos + FRAME..pos + FRAME + len)?;
+    (crc32fast::hash(body) == le_u32(&head[4..8]) as u32).then_some((seq, FRAME + len))
+}
+
+/// Indexes a segment. Damaged bytes followed by valid records are skipped (logged); a torn
+/// tail of the last segment is cut off.
+fn open_segment(path: PathBuf, is_last: bool) -> Result<Segment, BusError> {
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let mut records = Vec::new();
+    let (mut pos, mut end) = (0usize, 0usize);
+    while pos < bytes.len() {
+        let prev = records.last().map(|(s, _)| *s);
+        if let Some((seq, len)) = record_at(&bytes, pos, prev) {
+            records.push((seq, pos as u64));
+            pos += len;
+            end = pos;
+            continue;
+        }
+        match (pos + 1..bytes.len()).find(|&p| record_at(&bytes, p, prev).is_some()) {
+            Some(next) => {
+                tracing::error!(path = %path.display(), from = pos, to = next, "damaged bytes in the spool skipped");
+                metrics::counter!("retail_bus_spool_damaged_bytes_total").increment((next - pos) as u64);
+                pos = next;
+            }
+            None => break,
+        }
+    }
+    if end < bytes.len() && is_last {
+        tracing::warn!(path = %path.display(), kept = end, dropped = bytes.len() - end, "cutting torn record off spool");
+        let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+        f.set_len(end as u64).map_err(io_err(&path))?;
+        f.sync_all().map_err(io_err(&path))?;
+    }
+    let bytes = if is_last { end as u64 } else { bytes.len() as u64 };
+    Ok(Segment { path, bytes, records })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn payloads(spool: &Spool) -> Vec<String> {
-        spool.read(0, 1000).unwrap().into_iter().map(|r| String::from_utf8(r.payload).unwrap()).collect()
-    }
-
-    #[test]
-    fn survives_reopen_and_acks_persist() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-            s.append(&[(b"cam1", b"a"), (b"cam2", b"b")]).unwrap().unwrap();
-            s.append(&[(b"cam1", b"c")]).unwrap().unwrap();
-            s.ack_until(1).unwrap();
-        }
-        let s = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(s.pending(), 2);
-        assert_eq!(payloads(&s), vec!["b", "c"]);
-        assert_eq!(s.read(0, 10).unwrap()[0].key, b"cam2");
-        assert_eq!(s.read(2, 10).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn full_spool_refuses_and_keeps_what_it_has() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), 100).unwrap();
-        let big = [7u8; 60];
-        assert_eq!(s.append(&[(b"k", &big)]).unwrap(), Ok(()));
-        assert!(s.append(&[(b"k", &big)]).unwrap().is_err());
-        assert_eq!(s.pending(), 1);
-        s.ack_until(1).unwrap();
-        assert_eq!(s.append(&[(b"k", &big)]).unwrap(), Ok(()), "acknowledged space is reused");
-    }
-
-    #[test]
-    fn torn_tail_is_cut_and_earlier_records_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-            s.append(&[(b"k", b"first"), (b"k", b"second")]).unwrap().unwrap();
-        }
-        let seg = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "seg"))
-            .unwrap();
-        let len = std::fs::metadata(&seg).unwrap().len();
-        OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
-        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(payloads(&s), vec!["first"]);
-        s.append(&[(b"k", b"third")]).unwrap().unwrap();
-        assert_eq!(payloads(&Spool::open(dir.path(), 1 << 20).unwrap()), vec!["first", "third"]);
-    }
-}
+mod tests;

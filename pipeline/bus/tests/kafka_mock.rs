@@ -96,19 +96,112 @@ fn broker_outage_loses_nothing() {
 #[test]
 fn spooled_events_survive_a_restart() {
     let spool = tempfile::tempdir().unwrap();
-    // No broker at all: the events can only go to the spool.
-    let dead = config("127.0.0.1:9", spool.path());
+    let (cluster, brokers) = mock();
+    let cfg = config(&brokers, spool.path());
+    // Broker down: the events can only go to the spool.
+    cluster.broker_down(1).unwrap();
     {
-        let mut p = KafkaProducer::open("127.0.0.1:9", &dead).unwrap();
+        let mut p = KafkaProducer::open(&brokers, &cfg).unwrap();
         p.send(&events("cam", 25)).unwrap();
         assert_eq!(p.pending(), 25);
     }
-    let (_cluster, brokers) = mock();
-    let cfg = config(&brokers, spool.path());
+    cluster.broker_up(1).unwrap();
     let mut p = KafkaProducer::open(&brokers, &cfg).unwrap();
     assert_eq!(p.pending(), 25, "the restarted producer found the spooled events");
     p.flush(Duration::from_secs(30)).unwrap();
     assert_eq!(consume_ids(&brokers, &cfg, 25).len(), 25);
+}
+
+/// Events spooled for one broker are never delivered to another one.
+#[test]
+fn events_spooled_for_another_bus_stay_where_they_are() {
+    let spool = tempfile::tempdir().unwrap();
+    {
+        let mut p = KafkaProducer::open("127.0.0.1:9", &config("127.0.0.1:9", spool.path())).unwrap();
+        p.send(&events("cam", 25)).unwrap();
+    }
+    let (_cluster, brokers) = mock();
+    let cfg = config(&brokers, spool.path());
+    let mut p = KafkaProducer::open(&brokers, &cfg).unwrap();
+    assert_eq!(p.pending(), 0, "another bus's events are not adopted");
+    p.send(&events("mine", 3)).unwrap();
+    p.flush(Duration::from_secs(30)).unwrap();
+    let ids = consume_ids(&brokers, &cfg, 28);
+    assert_eq!(ids.len(), 3, "only this run's events reach this broker");
+    drop(p);
+    // They are still there for a run against their own broker.
+    let p = KafkaProducer::open("127.0.0.1:9", &config("127.0.0.1:9", spool.path())).unwrap();
+    assert_eq!(p.pending(), 25);
+}
+
+/// Three producers in one process (as three `analyze` runs on one machine) share the spool
+/// root: each gets its own spool, nothing is lost, repeated, or deleted from under another.
+#[test]
+fn concurrent_producers_share_a_spool_root_safely() {
+    let (_cluster, brokers) = mock();
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = config(&brokers, spool.path());
+    let sent: Vec<Vec<Event>> = (0..3).map(|i| events(&format!("cam-{i}"), 400)).collect();
+    std::thread::scope(|s| {
+        for evs in &sent {
+            let (brokers, cfg) = (&brokers, &cfg);
+            s.spawn(move || {
+                let mut p = KafkaProducer::open(brokers, cfg).unwrap();
+                for chunk in evs.chunks(7) {
+                    p.send(chunk).unwrap();
+                }
+                p.flush(Duration::from_secs(60)).unwrap();
+            });
+        }
+    });
+    let ids = consume_ids(&brokers, &cfg, 1200);
+    assert_eq!(ids.len(), 1200, "every event of each producer, once");
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 1200);
+    let left: Vec<_> = std::fs::read_dir(spool.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "every spool removed at a clean end: {left:?}");
+}
+
+fn big_event(stream: &str, bytes: usize) -> Event {
+    Event::new(TenantId::default(), stream.into(), 99, 1, 0, EventKind::ZoneEnter { zone: "z".repeat(bytes) })
+}
+
+#[test]
+fn oversize_event_is_refused_when_sent() {
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = BusConfig { max_event_bytes: 2000, ..config("127.0.0.1:9", spool.path()) };
+    let mut p = KafkaProducer::open("127.0.0.1:9", &cfg).unwrap();
+    let err = p.send(&[big_event("door", 5000)]).unwrap_err().to_string();
+    assert!(err.contains("`door`") && err.contains("max-event-bytes = 2000"), "{err}");
+    assert_eq!(p.pending(), 0);
+}
+
+/// A record the broker will never take (here: spooled under a larger limit than the client
+/// now has) is moved aside, and the records after it are delivered.
+#[test]
+fn permanently_refused_record_is_moved_aside_and_the_rest_delivered() {
+    let (cluster, brokers) = mock();
+    let spool = tempfile::tempdir().unwrap();
+    cluster.broker_down(1).unwrap();
+    {
+        let cfg = BusConfig { max_event_bytes: 10_000, ..config(&brokers, spool.path()) };
+        let mut p = KafkaProducer::open(&brokers, &cfg).unwrap();
+        p.send(&events("before", 5)).unwrap();
+        p.send(&[big_event("door", 5000)]).unwrap();
+        p.send(&events("after", 5)).unwrap();
+    }
+    cluster.broker_up(1).unwrap();
+    let cfg = BusConfig { max_event_bytes: 2000, ..config(&brokers, spool.path()) };
+    let mut p = KafkaProducer::open(&brokers, &cfg).unwrap();
+    assert_eq!(p.pending(), 11);
+    p.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(consume_ids(&brokers, &cfg, 11).len(), 10);
+    let rejected: Vec<_> =
+        std::fs::read_dir(spool.path().join("rejected")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(rejected.len(), 1);
+    let text = std::fs::read_to_string(&rejected[0]).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.contains("\"key\":\"door\"") && text.contains("zzzz"), "{}", &text[..200]);
 }
 
 #[test]
@@ -126,4 +219,21 @@ fn full_spool_is_a_clear_error() {
     let err = result.unwrap_err().to_string();
     assert!(err.contains("is full") && err.contains("127.0.0.1:9"), "{err}");
     assert!(p.pending() > 0);
+}
+
+/// A flush that times out reports at once, and dropping the producer afterwards does not
+/// wait for rdkafka's message timeout (300 s here): the events stay spooled for later.
+#[test]
+fn failed_flush_reports_and_the_producer_stops_promptly() {
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = BusConfig { message_timeout_s: 300, ..config("127.0.0.1:9", spool.path()) };
+    let mut p = KafkaProducer::open("127.0.0.1:9", &cfg).unwrap();
+    p.send(&events("cam", 7)).unwrap();
+    let started = Instant::now();
+    let err = p.flush(Duration::from_secs(2)).unwrap_err().to_string();
+    assert!(err.contains("7 events not acknowledged") && err.contains("within 2 s"), "{err}");
+    drop(p);
+    assert!(started.elapsed() < Duration::from_secs(20), "stopped after {:?}", started.elapsed());
+    let p = KafkaProducer::open("127.0.0.1:9", &cfg).unwrap();
+    assert_eq!(p.pending(), 7, "kept for the next run");
 }

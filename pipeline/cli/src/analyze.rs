@@ -319,9 +319,11 @@ pub fn analyze(req: &AnalyzeRequest) -> Result<Summary, AnalyzeError> {
     let config = &req.config;
     let model = ModelChoice::resolve(config)?;
     let workers = config.detector.resolved_workers();
-    let stream = StreamId(config.stream.id.clone().unwrap_or_else(|| {
+    let stream_id = config.stream.id.clone().unwrap_or_else(|| {
         req.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "stream".into())
-    }));
+    });
+    // The lake refuses ids it could not store; say so now rather than dead-letter every event.
+    let stream = StreamId::parse(&stream_id).map_err(|e| AnalyzeError::Usage(format!("{e}: pass --stream-id")))?;
     let tenant = match &config.stream.tenant {
         Some(t) => TenantId::parse(t).map_err(AnalyzeError::Usage)?,
         None => TenantId::default(),

@@ -105,10 +105,8 @@ impl Config {
         if let Some(t) = &self.stream.tenant {
             TenantId::parse(t).map_err(|e| format!("stream.tenant: {e}"))?;
         }
-        if let Some(id) = &self.stream.id
-            && (id.is_empty() || id.contains(['/', '\n']))
-        {
-            return Err(format!("stream.id = {id:?} must be non-empty without '/' or newlines"));
+        if let Some(id) = &self.stream.id {
+            retail_core::StreamId::parse(id).map_err(|e| format!("stream.id: {e}"))?;
         }
         Ok(())
     }

@@ -216,7 +216,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Query { sql, tenant, config, format } => {
             let cfg = Config::load(config.as_deref())?;
             let store = retail_lake::LakeStore::open(&cfg.lake.url, &cfg.lake.s3)?;
-            let batches = runtime()?.block_on(retail_lake::query::query(&store, &tenant, &sql))?;
+            let limits = cfg.lake.query_limits();
+            let batches = runtime()?.block_on(retail_lake::query::query_with_limits(&store, &tenant, &sql, limits))?;
             print!("{}", render(&batches, format)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -7,9 +7,33 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Identifies one video stream (an uploaded file or a camera) within a tenant.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct StreamId(pub String);
+
+/// Longest stream id, in bytes.
+pub const MAX_STREAM_ID_BYTES: usize = 200;
+
+impl StreamId {
+    /// Stream ids are free text (a camera name, a file name) but never empty, at most
+    /// [`MAX_STREAM_ID_BYTES`], without control characters or `/`: they name files and
+    /// appear in logs.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty() && s.len() <= MAX_STREAM_ID_BYTES && !s.chars().any(|c| c.is_control() || c == '/');
+        if ok {
+            Ok(StreamId(s.to_owned()))
+        } else {
+            Err(format!("stream id {s:?} must be 1-{MAX_STREAM_ID_BYTES} bytes without '/' or control characters"))
+        }
+    }
+}
+
+/// Ids arriving from outside (the bus, the API) are checked as they are decoded.
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        StreamId::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
 
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -24,9 +48,17 @@ impl From<&str> for StreamId {
 }
 
 /// A customer organisation; every stored row and object belongs to exactly one.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct TenantId(pub String);
+
+/// Tenant ids name storage prefixes: one that is not path-safe is refused as it is decoded,
+/// so `acme/date=x` can never be written under `tenant=acme/`.
+impl<'de> Deserialize<'de> for TenantId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        TenantId::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
 
 impl TenantId {
     /// Tenant ids appear in object paths (`tenant=…/`), so they are restricted to
@@ -189,8 +221,11 @@ pub const EVENT_SCHEMA_VERSION: u32 = 1;
 
 /// One analytics event.
 ///
-/// `event_id` is derived from tenant, stream, track, kind and pts, so re-analysing the same
-/// video, or replaying after a crash, yields the same ids: consumers deduplicate on it.
+/// `event_id` is derived from tenant, stream, track, kind, pts and wall-clock time: what
+/// happened, where and when. Replaying after a crash, or re-analysing the same video with the
+/// same start time, yields the same ids, and every table deduplicates on them. Re-analysing
+/// it with another start time places the events at other times: those are other events, in
+/// every table alike (replacing an earlier analysis is an explicit erasure, not a dedup).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     pub schema_version: u32,
@@ -215,13 +250,20 @@ impl Event {
         time_us: i64,
         kind: EventKind,
     ) -> Self {
-        let event_id = event_id(&tenant, &stream, track_id, pts_ns, &kind);
+        let event_id = event_id(&tenant, &stream, track_id, pts_ns, time_us, &kind);
         Event { schema_version: EVENT_SCHEMA_VERSION, event_id, tenant, stream, track_id, pts_ns, time_us, kind }
     }
 }
 
 /// First 128 bits of SHA-256 over the fields that make an event unique, as hex.
-pub fn event_id(tenant: &TenantId, stream: &StreamId, track_id: u64, pts_ns: PtsNs, kind: &EventKind) -> String {
+pub fn event_id(
+    tenant: &TenantId,
+    stream: &StreamId,
+    track_id: u64,
+    pts_ns: PtsNs,
+    time_us: i64,
+    kind: &EventKind,
+) -> String {
     use sha2::{Digest, Sha256};
     let what = match kind {
         EventKind::LineCrossing { line, direction } => format!("line_crossing\u{0}{line}\u{0}{direction:?}"),
@@ -230,7 +272,7 @@ pub fn event_id(tenant: &TenantId, stream: &StreamId, track_id: u64, pts_ns: Pts
         EventKind::ZoneOccupancy { zone, .. } => format!("zone_occupancy\u{0}{zone}"),
     };
     let mut h = Sha256::new();
-    h.update(format!("v1\u{0}{tenant}\u{0}{stream}\u{0}{track_id}\u{0}{pts_ns}\u{0}{what}").as_bytes());
+    h.update(format!("v2\u{0}{tenant}\u{0}{stream}\u{0}{track_id}\u{0}{pts_ns}\u{0}{time_us}\u{0}{what}").as_bytes());
     h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -271,8 +313,10 @@ mod tests {
     fn event_ids_are_deterministic_and_distinct() {
         let kind = EventKind::ZoneEnter { zone: "till".into() };
         let a = Event::new(TenantId::default(), "cam".into(), 3, 100, 5, kind.clone());
+        let again = Event::new(TenantId::default(), "cam".into(), 3, 100, 5, kind.clone());
+        assert_eq!(a.event_id, again.event_id, "a replay or re-analysis at the same time is the same event");
         let b = Event::new(TenantId::default(), "cam".into(), 3, 100, 99, kind.clone());
-        assert_eq!(a.event_id, b.event_id, "wall-clock time is not part of the identity");
+        assert_ne!(a.event_id, b.event_id, "placed at another time, it is another event");
         let other_tenant = Event::new(TenantId("acme".into()), "cam".into(), 3, 100, 5, kind.clone());
         let other_pts = Event::new(TenantId::default(), "cam".into(), 3, 101, 5, kind);
         let exit = Event::new(
@@ -289,11 +333,49 @@ mod tests {
                 assert_ne!(ids[i], ids[j]);
             }
         }
-        // Pinned: the id must never change between releases, or replays double-count.
-        assert_eq!(
-            a.event_id,
-            event_id(&TenantId::default(), &"cam".into(), 3, 100, &EventKind::ZoneEnter { zone: "till".into() })
+    }
+
+    /// The id must never change between releases, or replays double-count: pinned literals.
+    #[test]
+    fn event_ids_are_pinned() {
+        let enter =
+            Event::new(TenantId::default(), "cam".into(), 3, 100, 5, EventKind::ZoneEnter { zone: "till".into() });
+        assert_eq!(enter.event_id, PINNED_ENTER);
+        let crossing = Event::new(
+            TenantId("acme".into()),
+            "front-door".into(),
+            42,
+            1_500_000_000,
+            0,
+            EventKind::LineCrossing { line: "entrance".into(), direction: Direction::Out },
         );
+        assert_eq!(crossing.event_id, PINNED_CROSSING);
+    }
+
+    const PINNED_ENTER: &str = "1d10ad5b64743164f26ba9f4d30ea162";
+    const PINNED_CROSSING: &str = "978892edfb2a228b17cc10dd6e0c1f86";
+
+    #[test]
+    fn hostile_ids_are_refused_when_decoded() {
+        let good =
+            Event::new(TenantId("shopa".into()), "cam".into(), 1, 2, 3, EventKind::ZoneEnter { zone: "z".into() });
+        let json = serde_json::to_string(&good).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), good);
+        for (from, to) in [
+            ("\"tenant\":\"shopa\"", "\"tenant\":\"shopa/date=x\""),
+            ("\"tenant\":\"shopa\"", "\"tenant\":\"ShopA\""),
+            ("\"tenant\":\"shopa\"", "\"tenant\":\"\""),
+            ("\"stream\":\"cam\"", "\"stream\":\"../cam\""),
+            ("\"stream\":\"cam\"", "\"stream\":\"a\\nb\""),
+            ("\"stream\":\"cam\"", "\"stream\":\"\""),
+        ] {
+            let bad = json.replace(from, to);
+            assert_ne!(bad, json);
+            let err = serde_json::from_str::<Event>(&bad).unwrap_err().to_string();
+            assert!(err.contains("must be"), "{to}: {err}");
+        }
+        assert!(StreamId::parse(&"x".repeat(MAX_STREAM_ID_BYTES + 1)).is_err());
+        assert!(StreamId::parse("Front door (north) #2").is_ok());
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Compaction: the many per-minute files of a day become one file per table, tenant and day,
 //! with the same rows, so every query gives the same answer before and after.
 //!
-//! Only days before `before` are touched; pick a day whose events can no longer be
-//! redelivered (older than the lateness and the consumer lag), because a redelivered event
-//! finds its window through the minute file. The new file is written before the old ones are
+//! Only days before `before`, and never today (UTC), are touched. A redelivered event finds its window in the day
+//! file once the minute file is gone (and is dropped as a repeat, or kept as late: a window
+//! in a day file is never rewritten). The new file is written before the old ones are
 //! deleted; the query views' `DISTINCT` hides the moment when a row exists in both.
 
 use std::collections::BTreeMap;
@@ -34,11 +34,12 @@ pub async fn compact(store: &LakeStore, before: &str) -> Result<CompactStats, La
     let objects: Vec<_> =
         os.list(if root.as_ref().is_empty() { None } else { Some(&root) }).try_collect().await.map_err(err)?;
     let mut groups: BTreeMap<String, Vec<ObjPath>> = BTreeMap::new();
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     for o in objects {
         let loc = o.location.to_string();
         let Some((dir, file)) = loc.rsplit_once('/') else { continue };
         let date = dir.rsplit_once("/date=").map(|(_, d)| d);
-        if file.ends_with(".parquet") && date.is_some_and(|d| d < before) {
+        if file.ends_with(".parquet") && date.is_some_and(|d| d < before && d < today.as_str()) {
             groups.entry(dir.to_owned()).or_default().push(o.location);
         }
     }
@@ -76,4 +77,10 @@ fn arrow_select_concat(
 ) -> Result<RecordBatch, LakeError> {
     datafusion::arrow::compute::concat_batches(&schema, batches)
         .map_err(|e| LakeError::Arrow { table: dir.to_owned(), message: e.to_string() })
+}
+
+/// Whether `minute_us` falls on a day before today (UTC): only such days can be compacted.
+pub(crate) fn is_before_today(minute_us: i64) -> bool {
+    let today = chrono::Utc::now().date_naive();
+    chrono::DateTime::from_timestamp_micros(minute_us).is_some_and(|t| t.date_naive() < today)
 }

@@ -18,6 +18,9 @@ pub enum LakeError {
     /// A SQL query failed (syntax, unknown table or column, forbidden statement).
     #[error("query: {0}")]
     Query(String),
+    /// A query needed more memory or time than it may use.
+    #[error("query stopped: it needs more than {limit} (lake.query-memory-mb / lake.query-timeout-s): {detail}")]
+    QueryLimit { limit: String, detail: String },
     /// The tenant has no data in this lake (or the id is malformed).
     #[error("unknown tenant `{tenant}`: {reason}")]
     UnknownTenant { tenant: String, reason: String },

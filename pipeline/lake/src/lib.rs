@@ -34,5 +34,5 @@ pub const MINUTE_US: i64 = 60_000_000;
 
 /// Start of the minute containing `time_us`.
 pub fn minute_of(time_us: i64) -> i64 {
-    time_us.div_euclid(MINUTE_US) * MINUTE_US
+    time_us.div_euclid(MINUTE_US).saturating_mul(MINUTE_US)
 }

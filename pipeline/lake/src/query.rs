@@ -7,12 +7,16 @@
 //! exists in both a minute file and the compacted file.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use futures::TryStreamExt;
 use retail_core::TenantId;
 
@@ -32,11 +36,41 @@ fn q(e: impl std::fmt::Display) -> LakeError {
     LakeError::Query(e.to_string())
 }
 
-/// A session with the tenant's tables registered.
+/// What one query may use. A query over the limit fails with [`LakeError::QueryLimit`]
+/// instead of exhausting the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Memory for joins, sorts and aggregations (nothing spills to disk).
+    pub memory_bytes: usize,
+    /// Wall-clock time for planning and running the query.
+    pub timeout: Duration,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits { memory_bytes: 1 << 30, timeout: Duration::from_secs(120) }
+    }
+}
+
+/// A session with the tenant's tables registered, under the default limits.
 pub async fn session(store: &LakeStore, tenant: &str) -> Result<SessionContext, LakeError> {
+    session_with_limits(store, tenant, QueryLimits::default()).await
+}
+
+async fn session_with_limits(
+    store: &LakeStore,
+    tenant: &str,
+    limits: QueryLimits,
+) -> Result<SessionContext, LakeError> {
     let tenant =
         TenantId::parse(tenant).map_err(|reason| LakeError::UnknownTenant { tenant: tenant.into(), reason })?;
-    let ctx = SessionContext::new();
+    // No spilling: a query over its memory fails with a clear error instead of filling the disk.
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory_bytes, 1.0)
+        .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+        .build_arc()
+        .map_err(q)?;
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
     let base = url::Url::parse("lake://store/").expect("static url");
     ctx.register_object_store(&base, store.object_store());
     let mut found = false;
@@ -59,7 +93,12 @@ pub async fn session(store: &LakeStore, tenant: &str) -> Result<SessionContext, 
             let empty = RecordBatch::new_empty(Arc::new(arrow_schema::Schema::new(fields)));
             ctx.register_batch(raw.as_str(), empty).map_err(q)?;
         }
-        let distinct = if name == "events" { "SELECT DISTINCT ON (event_id) *" } else { "SELECT DISTINCT *" };
+        // An event is one row however often it was delivered, on time or late.
+        let distinct = if matches!(name, "events" | "late_events") {
+            "SELECT DISTINCT ON (event_id) *"
+        } else {
+            "SELECT DISTINCT *"
+        };
         let view = ctx.sql(&format!("{distinct} FROM {raw}")).await.map_err(q)?.into_view();
         ctx.register_table(name, view).map_err(q)?;
     }
@@ -72,10 +111,35 @@ pub async fn session(store: &LakeStore, tenant: &str) -> Result<SessionContext, 
     Ok(ctx)
 }
 
-/// Runs one read-only statement for one tenant.
+/// Runs one read-only statement for one tenant under the default limits.
 pub async fn query(store: &LakeStore, tenant: &str, sql: &str) -> Result<Vec<RecordBatch>, LakeError> {
-    let ctx = session(store, tenant).await?;
-    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-    let df = ctx.sql_with_options(sql, options).await.map_err(q)?;
-    df.collect().await.map_err(q)
+    query_with_limits(store, tenant, sql, QueryLimits::default()).await
+}
+
+/// Runs one read-only statement for one tenant; over `limits` it fails with
+/// [`LakeError::QueryLimit`].
+pub async fn query_with_limits(
+    store: &LakeStore,
+    tenant: &str,
+    sql: &str,
+    limits: QueryLimits,
+) -> Result<Vec<RecordBatch>, LakeError> {
+    let run = async {
+        let ctx = session_with_limits(store, tenant, limits).await?;
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let df = ctx.sql_with_options(sql, options).await.map_err(q)?;
+        df.collect().await.map_err(|e| match e.find_root() {
+            DataFusionError::ResourcesExhausted(detail) => LakeError::QueryLimit {
+                limit: format!("{} MiB of memory", limits.memory_bytes >> 20),
+                detail: detail.lines().next().unwrap_or_default().to_owned(),
+            },
+            _ => q(e),
+        })
+    };
+    tokio::time::timeout(limits.timeout, run).await.unwrap_or_else(|_| {
+        Err(LakeError::QueryLimit {
+            limit: format!("{} s", limits.timeout.as_secs_f64()),
+            detail: "the query was stopped".into(),
+        })
+    })
 }

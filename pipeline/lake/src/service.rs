@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use retail_bus::{BusConfig, DecodeError, EventProducer, RecordConsumer, decode_event};
+use retail_bus::{BusConfig, EventProducer, Record, RecordConsumer, decode_event};
+use retail_core::Event;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
@@ -23,11 +24,33 @@ pub struct LakeConfig {
     pub group: String,
     /// How long after a minute ends its late events are still folded in.
     pub lateness_s: u64,
-    /// With no new events for this long, every open minute is written (processing-time
-    /// trigger, so a quiet camera's last minutes do not wait forever).
+    /// A stream that sent nothing for this long has its open minutes written (processing-time
+    /// trigger, per stream, so a camera that stopped does not wait for its own next event).
+    /// Should it send again in time for those minutes, they are reopened and rewritten, not
+    /// turned late.
     pub idle_flush_s: u64,
     /// Records fetched per poll; offsets are committed after each batch.
     pub batch_records: usize,
+    /// Events more than this ahead of the aggregator's clock (a `--start-time` typo, a
+    /// corrupt producer) go to the dead-letter topic instead of moving their stream's
+    /// watermark and making every real event after them late.
+    pub max_future_skew_s: u64,
+    /// Events older than this go to the dead-letter topic. Generous, because uploaded
+    /// footage can be old; it keeps times like 0 or the ends of i64 out of the lake.
+    pub max_age_days: u64,
+    /// Memory one `retail-ai query` may use for joins, sorts and aggregations.
+    pub query_memory_mb: usize,
+    /// Time one `retail-ai query` may run.
+    pub query_timeout_s: u64,
+}
+
+impl LakeConfig {
+    pub fn query_limits(&self) -> crate::query::QueryLimits {
+        crate::query::QueryLimits {
+            memory_bytes: self.query_memory_mb.saturating_mul(1 << 20),
+            timeout: Duration::from_secs(self.query_timeout_s),
+        }
+    }
 }
 
 impl Default for LakeConfig {
@@ -39,6 +62,10 @@ impl Default for LakeConfig {
             lateness_s: 120,
             idle_flush_s: 30,
             batch_records: 1000,
+            max_future_skew_s: 86_400,
+            max_age_days: 5 * 366,
+            query_memory_mb: 1024,
+            query_timeout_s: 120,
         }
     }
 }
@@ -63,6 +90,12 @@ pub enum StopWhen {
     Idle(Duration),
 }
 
+/// How long written windows' ids stay in memory beyond the lateness; older ones are looked
+/// up in the store when a repeat arrives.
+const REMEMBER_WRITTEN_US: i64 = 10 * crate::MINUTE_US;
+/// How long a quiet stream's written windows stay in memory (processing time).
+const FORGET_QUIET_STREAM: Duration = Duration::from_secs(600);
+
 /// Runs the aggregator until `stop` says so.
 pub async fn run(
     config: &LakeConfig,
@@ -74,6 +107,7 @@ pub async fn run(
 ) -> Result<LakeStats, LakeError> {
     let mut agg = WindowedAggregator::new(config.lateness_s as i64 * 1_000_000);
     let mut stats = LakeStats::default();
+    let mut dlq = DeadLetters::new(&bus.dead_letter_topic);
     let started = Instant::now();
     // A killed predecessor holds the partitions until its session times out, and a member
     // left without partitions rejoins after two session timeouts (retail_bus::kafka).
@@ -81,6 +115,10 @@ pub async fn run(
     let mut last_record = Instant::now();
     let mut seen_any = false;
     let idle_flush = Duration::from_secs(config.idle_flush_s);
+    let bounds = TimeBounds {
+        future_us: config.max_future_skew_s.saturating_mul(1_000_000),
+        past_us: config.max_age_days.saturating_mul(86_400_000_000),
+    };
     info!(lake = store.url(), topic = %bus.topic, group = %config.group, "aggregating");
     loop {
         let records = consumer.poll(config.batch_records.max(1), Duration::from_millis(500))?;
@@ -89,58 +127,32 @@ pub async fn run(
             last_record = Instant::now();
             seen_any = true;
         }
+        let now_us = chrono::Utc::now().timestamp_micros();
         for r in &records {
             stats.records += 1;
-            let event = match decode_event(&r.payload) {
-                Ok(e) => e,
-                Err(e) => {
-                    dead_letter(dead_letters, &bus.dead_letter_topic, r, &e)?;
+            match decode_event(&r.payload).map_err(|e| e.to_string()).and_then(|e| bounds.check(e, now_us)) {
+                Ok(event) => offer(&mut agg, store, r, event, &mut stats).await?,
+                Err(reason) => {
+                    dlq.add(r, reason);
                     stats.dead_letters += 1;
                     agg.skip(r.partition, r.offset);
-                    continue;
                 }
-            };
-            let mut disposition = agg.offer(r.partition, r.offset, event.clone());
-            if let Disposition::NeedsLookup(key) = disposition {
-                let ids = store.window_ids(&key).await?;
-                agg.resolve(key, ids);
-                disposition = agg.offer(r.partition, r.offset, event);
-            }
-            match disposition {
-                Disposition::Accepted => stats.accepted += 1,
-                Disposition::Duplicate => {
-                    stats.duplicates += 1;
-                    metrics::counter!("retail_lake_duplicates_total").increment(1);
-                }
-                Disposition::Late => {
-                    stats.late += 1;
-                    metrics::counter!("retail_lake_late_events_total").increment(1);
-                }
-                Disposition::NeedsLookup(_) => unreachable!("resolved above"),
             }
         }
         metrics::counter!("retail_lake_records_total").increment(records.len() as u64);
+        // Dead letters are on their topic before the offsets that skip them are committed.
+        dlq.deliver(dead_letters).await;
         // After a rebalance, what was read from partitions now held elsewhere is neither
         // written nor committed here: their new holder reads it again.
         if let Some(held) = consumer.assignment() {
             agg.retain_partitions(&held);
         }
-        let quiet = records.is_empty() && idle >= idle_flush;
         // Joining a consumer group takes a few seconds: idleness before the first record only
         // counts after a grace period.
         let stopping = matches!(stop, StopWhen::Idle(d)
             if records.is_empty() && idle >= d && (seen_any || started.elapsed() >= join_grace.max(d)));
-        for w in agg.take_closed(quiet || stopping) {
-            store.write_window(&w).await?;
-            agg.written_ok(&w.key);
-            stats.windows_written += 1;
-            metrics::counter!("retail_lake_windows_written_total").increment(1);
-            debug!(tenant = %w.key.tenant, stream = %w.key.stream, minute_us = w.key.minute_us, events = w.events.len(), "window written");
-        }
-        let late = agg.take_late();
-        if !late.is_empty() {
-            store.write_late(&late).await?;
-        }
+        write_closed(&mut agg, store, stopping, idle_flush, &mut stats).await?;
+        agg.forget_written(config.lateness_s as i64 * 1_000_000 + REMEMBER_WRITTEN_US, FORGET_QUIET_STREAM);
         // Only now, with everything before these offsets durable, may the group move on.
         // A failed commit loses nothing (the records come again and are dropped by event id);
         // it is retried on the next turn, and only the last one before stopping must succeed.
@@ -158,14 +170,136 @@ pub async fn run(
     }
 }
 
-fn dead_letter(
-    producer: &mut dyn EventProducer,
-    topic: &str,
-    r: &retail_bus::Record,
-    error: &DecodeError,
+/// How far from the aggregator's clock an event time may be, in µs.
+struct TimeBounds {
+    future_us: u64,
+    past_us: u64,
+}
+
+impl TimeBounds {
+    /// The event, or why its time is refused.
+    fn check(&self, event: Event, now_us: i64) -> Result<Event, String> {
+        let ahead = event.time_us > now_us;
+        let skew = event.time_us.abs_diff(now_us);
+        let (limit, what) = if ahead {
+            (
+                self.future_us,
+                format!("ahead of this aggregator's clock (lake.max-future-skew-s = {})", self.future_us / 1_000_000),
+            )
+        } else {
+            (self.past_us, format!("old (lake.max-age-days = {})", self.past_us / 86_400_000_000))
+        };
+        if skew <= limit {
+            return Ok(event);
+        }
+        let when = chrono::DateTime::from_timestamp_micros(event.time_us)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| format!("{} µs", event.time_us));
+        Err(format!("event time {when} of stream `{}` is {} s {what}", event.stream, skew / 1_000_000))
+    }
+}
+
+/// Offers one decoded event to the aggregator, looking its window up in the store if needed.
+async fn offer(
+    agg: &mut WindowedAggregator,
+    store: &LakeStore,
+    r: &Record,
+    event: Event,
+    stats: &mut LakeStats,
 ) -> Result<(), LakeError> {
-    warn!(partition = r.partition, offset = r.offset, %error, "malformed message sent to the dead-letter topic");
-    metrics::counter!("retail_lake_dead_letters_total").increment(1);
-    producer.send_raw(topic, r.key.as_deref(), &r.payload)?;
+    let mut disposition = agg.offer(r.partition, r.offset, event.clone());
+    if let Disposition::NeedsLookup(key) = disposition {
+        let written = store.window_events(&key).await?;
+        agg.resolve(key, written);
+        disposition = agg.offer(r.partition, r.offset, event);
+    }
+    match disposition {
+        Disposition::Accepted => stats.accepted += 1,
+        Disposition::Duplicate => {
+            stats.duplicates += 1;
+            metrics::counter!("retail_lake_duplicates_total").increment(1);
+        }
+        Disposition::Late => {
+            stats.late += 1;
+            metrics::counter!("retail_lake_late_events_total").increment(1);
+        }
+        Disposition::NeedsLookup(key) => {
+            return Err(LakeError::Store {
+                url: store.url().to_owned(),
+                message: format!("window {key:?} still unresolved after its lookup"),
+            });
+        }
+    }
     Ok(())
+}
+
+/// Writes the windows that closed on event time, those of streams quiet for `idle` (or all
+/// open ones with `all`), and the late events.
+async fn write_closed(
+    agg: &mut WindowedAggregator,
+    store: &LakeStore,
+    all: bool,
+    idle: Duration,
+    stats: &mut LakeStats,
+) -> Result<(), LakeError> {
+    for w in agg.take_closed(all, Some(idle)) {
+        store.write_window(&w).await?;
+        agg.written_ok(&w.key);
+        stats.windows_written += 1;
+        metrics::counter!("retail_lake_windows_written_total").increment(1);
+        debug!(tenant = %w.key.tenant, stream = %w.key.stream, minute_us = w.key.minute_us, events = w.events.len(), "window written");
+    }
+    let late = agg.take_late();
+    if !late.is_empty() {
+        store.write_late(&late).await?;
+    }
+    Ok(())
+}
+
+/// Messages that are not events this build accepts, gathered per batch and copied to the
+/// dead-letter topic.
+struct DeadLetters {
+    topic: String,
+    pending: Vec<(Option<Vec<u8>>, Vec<u8>)>,
+    /// First wait after a failed delivery; doubled up to [`DeadLetters::MAX_BACKOFF`].
+    first_backoff: Duration,
+}
+
+impl DeadLetters {
+    const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+    fn new(topic: &str) -> Self {
+        DeadLetters { topic: topic.to_owned(), pending: Vec::new(), first_backoff: Duration::from_millis(500) }
+    }
+
+    fn add(&mut self, r: &Record, reason: impl std::fmt::Display) {
+        warn!(partition = r.partition, offset = r.offset, %reason, "malformed message sent to the dead-letter topic");
+        metrics::counter!("retail_lake_dead_letters_total").increment(1);
+        self.pending.push((r.key.clone(), r.payload.clone()));
+    }
+
+    /// Sends what was gathered, retrying with backoff for as long as it takes: an
+    /// unreachable dead-letter topic holds the aggregator (and its commits) back, but never
+    /// ends it, and no record is committed past before it is dead-lettered.
+    async fn deliver(&mut self, producer: &mut dyn EventProducer) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut backoff = self.first_backoff;
+        loop {
+            let records: Vec<(Option<&[u8]>, &[u8])> =
+                self.pending.iter().map(|(k, p)| (k.as_deref(), p.as_slice())).collect();
+            match producer.send_raw_batch(&self.topic, &records) {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(topic = %self.topic, records = records.len(), error = %e, retry_in_ms = backoff.as_millis() as u64,
+                          "dead-letter topic unreachable; retrying");
+                    metrics::counter!("retail_lake_dead_letter_failures_total").increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Self::MAX_BACKOFF);
+                }
+            }
+        }
+        self.pending.clear();
+    }
 }

@@ -3,11 +3,9 @@
 //! which object stores make visible atomically (the local store writes a temp file and
 //! renames), so no reader ever sees half a file.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-use arrow_array::cast::AsArray;
 use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -16,6 +14,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use retail_core::TenantId;
 
@@ -40,6 +39,9 @@ pub struct LakeStore {
     store: Arc<dyn ObjectStore>,
     /// Prefix inside the store (the part of an `s3://` URL after the bucket).
     prefix: String,
+    /// The directory of a local store: its files and directories are fsynced after each
+    /// write, since the offsets that a write allows to commit must not outlive a power loss.
+    local: Option<(Arc<LocalFileSystem>, std::path::PathBuf)>,
 }
 
 fn store_err(url: &str) -> impl Fn(object_store::Error) -> LakeError + '_ {
@@ -72,6 +74,7 @@ impl LakeStore {
                 url: url.to_owned(),
                 store: Arc::new(store),
                 prefix: prefix.trim_matches('/').to_owned(),
+                local: None,
             });
         }
         let dir = url.strip_prefix("file://").unwrap_or(url);
@@ -79,8 +82,9 @@ impl LakeStore {
             return Err(bad("scheme must be file:// (or a plain path) or s3://".into()));
         }
         std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(e.to_string()))?;
-        Ok(LakeStore { url: url.to_owned(), store: Arc::new(store), prefix: String::new() })
+        let store = Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(e.to_string()))?);
+        let root = std::fs::canonicalize(dir).map_err(|e| bad(e.to_string()))?;
+        Ok(LakeStore { url: url.to_owned(), store: store.clone(), prefix: String::new(), local: Some((store, root)) })
     }
 
     pub fn url(&self) -> &str {
@@ -112,19 +116,76 @@ impl LakeStore {
         )
     }
 
+    /// Writes one whole file; durable when this returns (S3: acknowledged PUT; a local
+    /// directory: file and directories fsynced).
     pub async fn put_parquet(&self, rel: &str, batch: &RecordBatch) -> Result<(), LakeError> {
-        let bytes = parquet_bytes(rel, batch)?;
+        self.put_parquet_with(rel, batch, &[]).await
+    }
+
+    /// [`put_parquet`](Self::put_parquet) with key-value metadata in the file footer.
+    async fn put_parquet_with(&self, rel: &str, batch: &RecordBatch, meta: &[(&str, &str)]) -> Result<(), LakeError> {
+        let bytes = parquet_bytes_with(rel, batch, meta)?;
         self.store.put(&self.path(rel), PutPayload::from(bytes)).await.map_err(store_err(&self.url))?;
+        self.sync_local(rel)
+    }
+
+    /// Fsyncs a local file and every directory from it up to the root, so that neither the
+    /// file's bytes nor its (possibly new) directory entries are lost in a power loss.
+    fn sync_local(&self, rel: &str) -> Result<(), LakeError> {
+        let Some((local, root)) = &self.local else { return Ok(()) };
+        // The store's own mapping: it percent-encodes characters a path segment may not hold.
+        let file = local.path_to_filesystem(&self.path(rel)).map_err(store_err(&self.url))?;
+        let sync = |p: &std::path::Path| {
+            std::fs::File::open(p)
+                .and_then(|f| f.sync_all())
+                .map_err(|source| LakeError::Io { path: p.to_owned(), source })
+        };
+        sync(&file)?;
+        let mut dir = file.parent();
+        while let Some(d) = dir.filter(|d| d.starts_with(root)) {
+            sync(d)?;
+            dir = d.parent();
+        }
         Ok(())
     }
 
     pub async fn get_parquet(&self, rel: &str) -> Result<Option<Vec<RecordBatch>>, LakeError> {
+        Ok(self.get_parquet_with_meta(rel, "").await?.map(|(b, _)| b))
+    }
+
+    /// A file's batches and the value of one footer metadata key.
+    async fn get_parquet_with_meta(
+        &self,
+        rel: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<RecordBatch>, Option<String>)>, LakeError> {
         let bytes = match self.store.get(&self.path(rel)).await {
             Ok(r) => r.bytes().await.map_err(store_err(&self.url))?,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(store_err(&self.url)(e)),
         };
-        read_parquet_bytes(rel, bytes).map(Some)
+        read_parquet_with_meta(rel, bytes, key).map(Some)
+    }
+
+    /// Moves a file that cannot be read (empty, torn, corrupt) to `_quarantine/`, outside
+    /// every table, so that it neither crash-loops the aggregator nor breaks queries.
+    async fn quarantine(&self, rel: &str, why: &LakeError) -> Result<(), LakeError> {
+        let to = format!("_quarantine/{rel}");
+        tracing::error!(file = %self.path(rel), moved_to = %self.path(&to), error = %why, "unreadable lake file quarantined");
+        metrics::counter!("retail_lake_quarantined_files_total").increment(1);
+        self.store.copy(&self.path(rel), &self.path(&to)).await.map_err(store_err(&self.url))?;
+        self.sync_local(&to)?;
+        self.store.delete(&self.path(rel)).await.map_err(store_err(&self.url))?;
+        self.sync_local_dir_of(rel)
+    }
+
+    fn sync_local_dir_of(&self, rel: &str) -> Result<(), LakeError> {
+        let Some((local, _)) = &self.local else { return Ok(()) };
+        let file = local.path_to_filesystem(&self.path(rel)).map_err(store_err(&self.url))?;
+        let Some(dir) = file.parent() else { return Ok(()) };
+        std::fs::File::open(dir)
+            .and_then(|f| f.sync_all())
+            .map_err(|source| LakeError::Io { path: dir.to_owned(), source })
     }
 
     /// Writes a closed window: the aggregates first, the events file last, because the events
@@ -134,19 +195,59 @@ impl LakeStore {
         self.put_parquet(&Self::minute_file("line_counts", &w.key), &tables::line_counts_batch(m, &w.events)?).await?;
         self.put_parquet(&Self::minute_file("zone_occupancy", &w.key), &tables::zone_occupancy_batch(m, &w.events)?)
             .await?;
-        self.put_parquet(&Self::minute_file("events", &w.key), &tables::events_batch(&w.events)?).await
+        // The footer says whether the window may be reopened by on-time events after a restart.
+        let state = if w.is_final { "final" } else { "early" };
+        let events = tables::events_batch(&w.events)?;
+        self.put_parquet_with(&Self::minute_file("events", &w.key), &events, &[(WINDOW_STATE, state)]).await
     }
 
-    /// Event ids of a window written earlier, or `None` if it was not.
-    pub async fn window_ids(&self, key: &WindowKey) -> Result<Option<HashSet<String>>, LakeError> {
-        let Some(batches) = self.get_parquet(&Self::minute_file("events", key)).await? else { return Ok(None) };
-        let mut ids = HashSet::new();
-        for b in batches {
-            if let Some(col) = b.column_by_name("event_id") {
-                ids.extend(col.as_string::<i32>().iter().flatten().map(str::to_owned));
-            }
+    /// A window's events out of its day's compacted files (`compact` deletes the minute
+    /// files, which are the dedup record): `None` if no compacted file holds the window.
+    async fn compacted_window_events(&self, key: &WindowKey) -> Result<Option<Vec<retail_core::Event>>, LakeError> {
+        use futures::TryStreamExt;
+        // Compaction leaves today alone, so the common lookup (a new minute of today) costs
+        // no listing.
+        if !crate::compact::is_before_today(key.minute_us) {
+            return Ok(None);
         }
-        Ok(Some(ids))
+        let dir = Self::partition("events", &key.tenant, key.minute_us);
+        let listed: Vec<_> =
+            self.store.list(Some(&self.path(&dir))).try_collect().await.map_err(store_err(&self.url))?;
+        let mut found = Vec::new();
+        for o in listed.iter().filter(|o| o.location.filename().is_some_and(|f| f.starts_with("day-"))) {
+            let rel = format!("{dir}/{}", o.location.filename().unwrap_or_default());
+            let Some(batches) = self.get_parquet(&rel).await? else { continue };
+            let events = tables::events_from_batches(&key.tenant, &batches)
+                .map_err(|message| LakeError::Parquet { path: rel.into(), message })?;
+            found.extend(
+                events.into_iter().filter(|e| e.stream == key.stream && crate::minute_of(e.time_us) == key.minute_us),
+            );
+        }
+        Ok((!found.is_empty()).then_some(found))
+    }
+
+    /// The events of a window written earlier, and whether it may be reopened (only one
+    /// written early, never one closed by its watermark or merged into a day file), or `None`
+    /// if it was not written. An events file that cannot be read is quarantined, with an error
+    /// naming it, and the window stays closed: what arrives for it goes to `late_events`, and
+    /// its aggregates are not overwritten with a part of its events.
+    pub async fn window_events(&self, key: &WindowKey) -> Result<Option<(Vec<retail_core::Event>, bool)>, LakeError> {
+        let rel = Self::minute_file("events", key);
+        let read = match self.get_parquet_with_meta(&rel, WINDOW_STATE).await {
+            Ok(Some((b, state))) => tables::events_from_batches(&key.tenant, &b)
+                .map(|events| (events, state.as_deref() == Some("early")))
+                .map_err(|message| LakeError::Parquet { path: rel.clone().into(), message }),
+            Ok(None) => return self.compacted_window_events(key).await.map(|e| e.map(|e| (e, false))),
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(found) => Ok(Some(found)),
+            Err(e @ LakeError::Parquet { .. }) => {
+                self.quarantine(&rel, &e).await?;
+                Ok(Some((Vec::new(), false)))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes late events, one file per tenant and date, named by the offsets it covers.
@@ -184,9 +285,20 @@ fn file_safe(id: &str) -> String {
     format!("{clean}~{h:016x}")
 }
 
+/// Footer key of an events file: `final` or `early` (see [`ClosedWindow::is_final`]).
+const WINDOW_STATE: &str = "retail.window";
+
 pub(crate) fn parquet_bytes(name: &str, batch: &RecordBatch) -> Result<Bytes, LakeError> {
+    parquet_bytes_with(name, batch, &[])
+}
+
+fn parquet_bytes_with(name: &str, batch: &RecordBatch, meta: &[(&str, &str)]) -> Result<Bytes, LakeError> {
     let pq = |e: parquet::errors::ParquetError| LakeError::Parquet { path: name.into(), message: e.to_string() };
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let kv: Vec<KeyValue> = meta.iter().map(|(k, v)| KeyValue::new((*k).to_owned(), (*v).to_owned())).collect();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata((!kv.is_empty()).then_some(kv))
+        .build();
     let mut buf = Vec::new();
     let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(pq)?;
     w.write(batch).map_err(pq)?;
@@ -195,7 +307,25 @@ pub(crate) fn parquet_bytes(name: &str, batch: &RecordBatch) -> Result<Bytes, La
 }
 
 pub(crate) fn read_parquet_bytes(name: &str, bytes: Bytes) -> Result<Vec<RecordBatch>, LakeError> {
+    read_parquet_with_meta(name, bytes, "").map(|(b, _)| b)
+}
+
+fn read_parquet_with_meta(
+    name: &str,
+    bytes: Bytes,
+    key: &str,
+) -> Result<(Vec<RecordBatch>, Option<String>), LakeError> {
     let pq = |e: parquet::errors::ParquetError| LakeError::Parquet { path: name.into(), message: e.to_string() };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(pq)?.build().map_err(pq)?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(|e| LakeError::Parquet { path: name.into(), message: e.to_string() })
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(pq)?;
+    let value = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == key))
+        .and_then(|e| e.value.clone());
+    let reader = builder.build().map_err(pq)?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| LakeError::Parquet { path: name.into(), message: e.to_string() })?;
+    Ok((batches, value))
 }

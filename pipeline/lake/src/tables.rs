@@ -247,3 +247,72 @@ pub fn zone_occupancy_batch(minute_us: i64, events: &[Event]) -> Result<RecordBa
     ];
     RecordBatch::try_new(lake_zone_occupancy_schema(), cols).map_err(arrow_err("zone_occupancy"))
 }
+
+/// Events back from `events` batches (the tenant comes from the file's path). Used to reopen
+/// a window that was written early; an error says what is wrong with the file.
+pub fn events_from_batches(tenant: &retail_core::TenantId, batches: &[RecordBatch]) -> Result<Vec<Event>, String> {
+    let mut out = Vec::new();
+    for b in batches {
+        let json = arrow_json_rows(b)?;
+        for mut row in json {
+            row.insert("tenant".into(), serde_json::Value::String(tenant.0.clone()));
+            let time = row.remove("time").ok_or("no time column")?;
+            row.insert("time_us".into(), time);
+            out.push(serde_json::from_value(serde_json::Value::Object(row)).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(out)
+}
+
+/// One JSON object per row, null columns left out, timestamps as integers.
+fn arrow_json_rows(b: &RecordBatch) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, String> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMicrosecondType};
+    let mut rows = vec![serde_json::Map::new(); b.num_rows()];
+    for (field, col) in b.schema().fields().iter().zip(b.columns()) {
+        for (i, row) in rows.iter_mut().enumerate() {
+            if col.is_null(i) {
+                continue;
+            }
+            let v = match col.data_type() {
+                DataType::Utf8 => serde_json::Value::from(col.as_string::<i32>().value(i)),
+                DataType::Int64 => serde_json::Value::from(col.as_primitive::<Int64Type>().value(i)),
+                DataType::Int32 => serde_json::Value::from(col.as_primitive::<Int32Type>().value(i)),
+                DataType::Float64 => serde_json::Value::from(col.as_primitive::<Float64Type>().value(i)),
+                DataType::Timestamp(_, _) => {
+                    serde_json::Value::from(col.as_primitive::<TimestampMicrosecondType>().value(i))
+                }
+                other => return Err(format!("column {} has unexpected type {other}", field.name())),
+            };
+            row.insert(field.name().clone(), v);
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+    use retail_core::TenantId;
+
+    #[test]
+    fn events_come_back_from_their_table_unchanged() {
+        let t = TenantId("acme".into());
+        let kinds = [
+            EventKind::LineCrossing { line: "door".into(), direction: Direction::Out },
+            EventKind::ZoneEnter { zone: "till".into() },
+            EventKind::ZoneExit { zone: "till".into(), dwell_s: 12.5, reason: ExitReason::TrackLost },
+            EventKind::ZoneOccupancy { zone: "till".into(), frames: 600, peak: 3, occupancy_sum: 950 },
+        ];
+        let events: Vec<Event> = kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| {
+                Event::new(t.clone(), "cam 1".into(), i as u64, i as u64 * 7, 1_795_770_000_000_000 + i as i64, k)
+            })
+            .collect();
+        let batch = events_batch(&events).unwrap();
+        assert_eq!(events_from_batches(&t, &[batch]).unwrap(), events);
+    }
+}

@@ -11,6 +11,7 @@
 //! not yet durable, so a crash replays exactly the events of windows that were not written.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use retail_core::{Event, StreamId, TenantId};
 
@@ -30,6 +31,9 @@ pub struct WindowKey {
 pub struct ClosedWindow {
     pub key: WindowKey,
     pub events: Vec<Event>,
+    /// Closed by its stream's watermark, for good. Otherwise written early (its stream went
+    /// quiet, or the aggregator stops) and open to on-time events that come later.
+    pub is_final: bool,
 }
 
 /// What became of one consumed event.
@@ -41,6 +45,14 @@ pub enum Disposition {
     Late,
     /// Its window's state must be looked up first (was it written before a restart?).
     NeedsLookup(WindowKey),
+}
+
+/// A window already written: its ids (for deduplication) and, while its stream's watermark
+/// has not passed it (it was written early because the stream went quiet), its events, so
+/// that an on-time event arriving later reopens it instead of being late.
+struct Written {
+    ids: HashSet<String>,
+    events: Option<Vec<Event>>,
 }
 
 #[derive(Default)]
@@ -55,8 +67,10 @@ struct OpenWindow {
 pub struct WindowedAggregator {
     lateness_us: i64,
     open: BTreeMap<WindowKey, OpenWindow>,
-    /// Ids of windows already written (loaded on demand after a restart).
-    written: HashMap<WindowKey, HashSet<String>>,
+    /// Windows already written (loaded on demand after a restart).
+    written: HashMap<WindowKey, Written>,
+    /// When each stream's last event arrived (processing time), for the idle timeout.
+    last_arrival: HashMap<(TenantId, StreamId), Instant>,
     /// Latest event time per stream.
     max_time_us: HashMap<(TenantId, StreamId), i64>,
     late: Vec<(i32, i64, Event)>,
@@ -72,6 +86,7 @@ impl WindowedAggregator {
             lateness_us,
             open: BTreeMap::new(),
             written: HashMap::new(),
+            last_arrival: HashMap::new(),
             max_time_us: HashMap::new(),
             late: Vec::new(),
             consumed: HashMap::new(),
@@ -94,23 +109,36 @@ impl WindowedAggregator {
         }
         let streams: Vec<(TenantId, StreamId)> =
             self.stream_partition.iter().filter(|(_, p)| gone.contains(p)).map(|(s, _)| s.clone()).collect();
+        // What this member wrote for them may have been rewritten by the new holder since:
+        // should they come back, the store is asked again.
+        self.written.retain(|k, _| !streams.iter().any(|(t, s)| *t == k.tenant && *s == k.stream));
         for s in streams {
             self.stream_partition.remove(&s);
             self.max_time_us.remove(&s);
+            self.last_arrival.remove(&s);
         }
     }
 
     fn is_closed(&self, key: &WindowKey) -> bool {
+        // Saturating: event times are bounded before they get here, but a bound is config.
         self.max_time_us
             .get(&(key.tenant.clone(), key.stream.clone()))
-            .is_some_and(|t| key.minute_us + crate::MINUTE_US <= t - self.lateness_us)
+            .is_some_and(|t| key.minute_us.saturating_add(crate::MINUTE_US) <= t.saturating_sub(self.lateness_us))
     }
 
-    /// Tells the aggregator what a lookup found: `Some(ids)` if the window was written.
-    pub fn resolve(&mut self, key: WindowKey, written_ids: Option<HashSet<String>>) {
-        match written_ids {
-            Some(ids) => {
-                self.written.insert(key, ids);
+    /// Tells the aggregator what a lookup found: `Some((events, reopenable))` if the window
+    /// was written; one that is not reopenable takes no more events (they are late).
+    pub fn resolve(&mut self, key: WindowKey, written: Option<(Vec<Event>, bool)>) {
+        match written {
+            Some((events, reopenable)) => {
+                let ids = events.iter().map(|e| e.event_id.clone()).collect();
+                let events = (reopenable && !self.is_closed(&key)).then_some(events);
+                self.written.insert(key, Written { ids, events });
+            }
+            // Closed and never written (everything in it came late): nothing to deduplicate
+            // against, and it must not open again.
+            None if self.is_closed(&key) => {
+                self.written.insert(key, Written { ids: HashSet::new(), events: None });
             }
             None => {
                 self.open.entry(key).or_default();
@@ -121,8 +149,8 @@ impl WindowedAggregator {
     /// Notes that a record at (partition, offset) was consumed and carried nothing to keep
     /// (malformed and dead-lettered, or a duplicate).
     pub fn skip(&mut self, partition: i32, offset: i64) {
-        let next = self.consumed.entry(partition).or_insert(offset + 1);
-        *next = (*next).max(offset + 1);
+        let next = self.consumed.entry(partition).or_insert(offset.saturating_add(1));
+        *next = (*next).max(offset.saturating_add(1));
     }
 
     /// Offers one event consumed at (partition, offset). On `NeedsLookup`, call
@@ -133,53 +161,73 @@ impl WindowedAggregator {
             stream: event.stream.clone(),
             minute_us: minute_of(event.time_us),
         };
-        if let Some(ids) = self.written.get(&key) {
-            let duplicate = ids.contains(&event.event_id);
-            self.skip(partition, offset);
-            if duplicate {
+        let closed = self.is_closed(&key);
+        if let Some(w) = self.written.get(&key) {
+            if w.ids.contains(&event.event_id) {
+                self.skip(partition, offset);
                 return Disposition::Duplicate;
             }
-            self.late.push((partition, offset, event));
-            return Disposition::Late;
+            if closed || w.events.is_none() {
+                self.skip(partition, offset);
+                self.late.push((partition, offset, event));
+                return Disposition::Late;
+            }
+            // Written early (its stream went quiet) and still on time: open it again; it is
+            // rewritten whole when it closes.
+            let w = self.written.remove(&key).expect("checked");
+            let events = w.events.unwrap_or_default();
+            self.open.insert(key.clone(), OpenWindow { events, ids: w.ids, min_offsets: HashMap::new() });
         }
-        if self.is_closed(&key) {
+        // A window neither open nor known to be written may have been written before a
+        // restart, or forgotten here to bound memory: the store knows.
+        let Some(window) = self.open.get(&key) else { return Disposition::NeedsLookup(key) };
+        if window.ids.contains(&event.event_id) {
+            self.skip(partition, offset);
+            return Disposition::Duplicate;
+        }
+        if closed {
             self.skip(partition, offset);
             self.late.push((partition, offset, event));
             return Disposition::Late;
         }
-        if !self.open.contains_key(&key) {
-            return Disposition::NeedsLookup(key);
-        }
         let window = self.open.get_mut(&key).expect("checked");
+        window.ids.insert(event.event_id.clone());
         self.consumed.entry(partition).and_modify(|n| *n = (*n).max(offset + 1)).or_insert(offset + 1);
-        if !window.ids.insert(event.event_id.clone()) {
-            return Disposition::Duplicate;
-        }
         let min = window.min_offsets.entry(partition).or_insert(offset);
         *min = (*min).min(offset);
         let t = self.max_time_us.entry((key.tenant.clone(), key.stream.clone())).or_insert(event.time_us);
         *t = (*t).max(event.time_us);
         self.stream_partition.insert((key.tenant.clone(), key.stream.clone()), partition);
+        self.last_arrival.insert((key.tenant.clone(), key.stream.clone()), Instant::now());
         window.events.push(event);
         Disposition::Accepted
     }
 
-    /// Windows the watermark has passed (or all of them with `all`), removed from the open
-    /// set. Call [`written_ok`](Self::written_ok) for each once it is durable.
-    pub fn take_closed(&mut self, all: bool) -> Vec<ClosedWindow> {
-        let keys: Vec<WindowKey> = self.open.keys().filter(|k| all || self.is_closed(k)).cloned().collect();
+    /// Windows the watermark has passed, those of streams that sent nothing for `idle`
+    /// (processing time), or all of them with `all`; they stay open until
+    /// [`written_ok`](Self::written_ok) is called for each once it is durable.
+    pub fn take_closed(&mut self, all: bool, idle: Option<Duration>) -> Vec<ClosedWindow> {
+        let quiet = |k: &WindowKey| {
+            idle.is_some_and(|idle| {
+                self.last_arrival.get(&(k.tenant.clone(), k.stream.clone())).is_none_or(|t| t.elapsed() >= idle)
+            })
+        };
+        let keys: Vec<WindowKey> = self.open.keys().filter(|k| all || self.is_closed(k) || quiet(k)).cloned().collect();
         keys.into_iter()
             .map(|key| {
                 let w = self.open.get(&key).expect("listed");
-                ClosedWindow { key, events: w.events.clone() }
+                let is_final = self.is_closed(&key);
+                ClosedWindow { key, events: w.events.clone(), is_final }
             })
             .collect()
     }
 
-    /// Marks a window durable: it leaves the open set and its ids are remembered.
+    /// Marks a window durable: it leaves the open set and its ids are remembered (with its
+    /// events, if the watermark has not passed it yet).
     pub fn written_ok(&mut self, key: &WindowKey) {
         if let Some(w) = self.open.remove(key) {
-            self.written.insert(key.clone(), w.ids);
+            let events = (!self.is_closed(key)).then_some(w.events);
+            self.written.insert(key.clone(), Written { ids: w.ids, events });
         }
     }
 
@@ -208,10 +256,26 @@ impl WindowedAggregator {
         self.open.len()
     }
 
-    /// Forgets written windows far behind the watermark (their duplicates can no longer
-    /// arrive once their offsets are committed), bounding memory.
-    pub fn forget_written_before(&mut self, minute_us: i64) {
-        self.written.retain(|k, _| k.minute_us >= minute_us);
+    /// Windows whose ids are held for deduplication.
+    pub fn remembered_windows(&self) -> usize {
+        self.written.len()
+    }
+
+    /// Forgets the ids of written windows more than `keep_us` behind their stream's
+    /// watermark, bounding memory over uptime. Nothing is lost: an event for a forgotten
+    /// window makes the aggregator look the window up in the store again.
+    /// Those of streams that sent nothing for `quiet` (processing time; a camera that stopped,
+    /// an uploaded file that ended) are forgotten too.
+    pub fn forget_written(&mut self, keep_us: i64, quiet: Duration) {
+        let lateness = self.lateness_us;
+        let (max_time, last_arrival) = (&self.max_time_us, &self.last_arrival);
+        self.written.retain(|k, _| {
+            let stream = (k.tenant.clone(), k.stream.clone());
+            let recent = max_time.get(&stream).is_none_or(|t| {
+                k.minute_us.saturating_add(crate::MINUTE_US) > t.saturating_sub(lateness).saturating_sub(keep_us)
+            });
+            recent && last_arrival.get(&stream).is_none_or(|t| t.elapsed() < quiet)
+        });
     }
 }
 
@@ -226,7 +290,7 @@ mod tests {
             TenantId(tenant.into()),
             "cam".into(),
             track,
-            t_us as u64 * 1000,
+            (t_us as u64).wrapping_mul(1000),
             t_us,
             EventKind::ZoneEnter { zone: "z".into() },
         )
@@ -247,11 +311,11 @@ mod tests {
         let mut a = WindowedAggregator::new(30_000_000);
         assert_eq!(offer(&mut a, 0, 0, ev("t", 10 * MINUTE_US + 5, 1)), Disposition::Accepted);
         assert_eq!(offer(&mut a, 0, 1, ev("t", 11 * MINUTE_US + 5, 2)), Disposition::Accepted);
-        assert!(a.take_closed(false).is_empty(), "minute 10 is within lateness");
+        assert!(a.take_closed(false, None).is_empty(), "minute 10 is within lateness");
         assert_eq!(a.committable(), vec![(0, 0)]);
         // Event time passes 11:30 -> minute 10 closes.
         assert_eq!(offer(&mut a, 0, 2, ev("t", 11 * MINUTE_US + 31_000_000, 3)), Disposition::Accepted);
-        let closed = a.take_closed(false);
+        let closed = a.take_closed(false, None);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].key.minute_us, 10 * MINUTE_US);
         assert_eq!(a.committable(), vec![(0, 0)], "not durable yet");
@@ -283,7 +347,7 @@ mod tests {
         );
         assert_eq!(offer(&mut a, 2, 0, other), Disposition::Accepted);
         assert_eq!(offer(&mut a, 0, 1, ev("a", 7, 2)), Disposition::Accepted);
-        let closed = a.take_closed(true);
+        let closed = a.take_closed(true, None);
         assert_eq!(closed.len(), 3);
         assert_eq!(closed.iter().map(|w| w.events.len()).sum::<usize>(), 4);
     }
@@ -297,7 +361,7 @@ mod tests {
             d => panic!("{d:?}"),
         };
         // The store says minute 3 was written before the crash, with this event in it.
-        a.resolve(key, Some([e.event_id.clone()].into_iter().collect()));
+        a.resolve(key, Some((vec![e.clone()], true)));
         assert_eq!(a.offer(0, 10, e), Disposition::Duplicate);
         assert_eq!(a.committable(), vec![(0, 11)]);
     }
@@ -313,11 +377,109 @@ mod tests {
         assert_eq!(a.committable(), vec![(0, 7), (1, 3)]);
         a.retain_partitions(&[0]);
         assert_eq!(a.committable(), vec![(0, 7)], "partition 1's progress is its new holder's to commit");
-        let closed = a.take_closed(true);
+        let closed = a.take_closed(true, None);
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].key.stream, StreamId("door".into()));
         // Partition 1 comes back later: its stream starts afresh from the committed offset.
         assert_eq!(offer(&mut a, 1, 3, on("till", 5, 2)), Disposition::Accepted);
         assert_eq!(a.committable(), vec![(0, 7), (1, 3)]);
+    }
+
+    #[test]
+    fn event_times_at_the_ends_of_i64_do_not_panic() {
+        let mut a = WindowedAggregator::new(120_000_000);
+        for (o, t) in [i64::MAX, i64::MIN, i64::MAX - 1, 0, i64::MIN + 1].into_iter().enumerate() {
+            offer(&mut a, 0, o as i64, ev("t", t, o as u64));
+        }
+        let closed = a.take_closed(true, None);
+        assert!(!closed.is_empty());
+        for w in &closed {
+            a.written_ok(&w.key);
+        }
+        a.forget_written(0, Duration::from_secs(3600));
+    }
+
+    /// Dedup ids of written windows are dropped once far enough behind the watermark, so
+    /// memory stays flat over uptime; a late repeat is still recognised through the store.
+    #[test]
+    fn written_windows_are_forgotten_but_repeats_still_caught() {
+        let mut a = WindowedAggregator::new(60_000_000);
+        let first = ev("t", 5, 1);
+        for m in 0..500i64 {
+            offer(&mut a, 0, m, ev("t", m * MINUTE_US + 5, m as u64 + 1));
+            for w in a.take_closed(false, None) {
+                a.written_ok(&w.key);
+            }
+            a.forget_written(5 * MINUTE_US, Duration::from_secs(3600));
+            assert!(a.remembered_windows() <= 8, "minute {m}: {}", a.remembered_windows());
+        }
+        // The first minute's ids are gone from memory: its repeat needs a lookup ...
+        let key = match a.offer(0, 900, first.clone()) {
+            Disposition::NeedsLookup(k) => k,
+            d => panic!("{d:?}"),
+        };
+        // ... and the store's answer makes it a duplicate, not a late event.
+        a.resolve(key, Some((vec![first.clone()], true)));
+        assert_eq!(a.offer(0, 900, first), Disposition::Duplicate);
+        assert!(a.take_late().is_empty());
+    }
+
+    /// The same events, read with partitions interleaved in any order (each partition's own
+    /// order kept, as Kafka does), give the same windows and the same late events.
+    #[test]
+    fn property_any_interleaving_gives_the_same_tables() {
+        let mut events: Vec<(i32, Event)> = Vec::new();
+        for (p, stream) in ["door", "till", "exit"].iter().enumerate() {
+            let mut t = 0i64;
+            for i in 0..300u64 {
+                // Mostly forward in time, with stragglers up to 3 minutes back.
+                t += 7_000_000;
+                let time = if i % 17 == 0 { t - 180_000_000 } else { t };
+                let kind = EventKind::ZoneEnter { zone: "z".into() };
+                events.push((p as i32, Event::new(TenantId("t".into()), (*stream).into(), i, i, time, kind)));
+            }
+        }
+        let mut reference = None;
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..30 {
+            let mut queues: Vec<Vec<&Event>> = vec![Vec::new(); 3];
+            for (p, e) in &events {
+                queues[*p as usize].push(e);
+            }
+            let mut next = [0usize; 3];
+            let mut a = WindowedAggregator::new(60_000_000);
+            let mut tables: BTreeMap<WindowKey, Vec<String>> = BTreeMap::new();
+            let mut late: Vec<String> = Vec::new();
+            while next.iter().zip(&queues).any(|(n, q)| *n < q.len()) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let p = (x % 3) as usize;
+                for _ in 0..=(x >> 8) % 5 {
+                    if let Some(e) = queues[p].get(next[p]) {
+                        offer(&mut a, p as i32, next[p] as i64, (*e).clone());
+                        next[p] += 1;
+                    }
+                }
+                for w in a.take_closed(false, None) {
+                    let mut ids: Vec<String> = w.events.iter().map(|e| e.event_id.clone()).collect();
+                    ids.sort();
+                    assert!(tables.insert(w.key.clone(), ids).is_none(), "a window written twice");
+                    a.written_ok(&w.key);
+                }
+                late.extend(a.take_late().into_iter().map(|(_, _, e)| e.event_id));
+            }
+            for w in a.take_closed(true, None) {
+                let mut ids: Vec<String> = w.events.iter().map(|e| e.event_id.clone()).collect();
+                ids.sort();
+                tables.insert(w.key.clone(), ids);
+            }
+            late.sort();
+            assert!(!late.is_empty());
+            match &reference {
+                None => reference = Some((tables, late)),
+                Some(r) => assert_eq!(r, &(tables, late)),
+            }
+        }
     }
 }

@@ -201,10 +201,7 @@ async fn s3_seaweedfs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_events_go_to_their_own_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LakeStore::open(dir.path().to_str().unwrap(), &S3Settings::default()).unwrap();
-    let bus = MemoryBus::new(1);
-    let cfg = bus_config();
+    let Local { dir: _dir, store, bus, cfg } = Local::new(1);
     let mut p = bus.producer(&cfg.topic);
     // One stream: its own watermark decides lateness.
     let ev = |t: i64, track: u64| {
@@ -212,13 +209,16 @@ async fn late_events_go_to_their_own_table() {
     };
     // Minute 0, then ten minutes later, then a straggler for minute 0: too late for lateness 60 s.
     p.send(&[ev(T0, 1), ev(T0 + 600_000_000, 2), ev(T0 + 5_000_000, 3)]).unwrap();
+    // The straggler delivered again (a producer's resend): still one late event.
+    p.send(&[ev(T0 + 5_000_000, 3)]).unwrap();
     let lake = lake_config(store.url());
     let mut c = bus.consumer(&cfg.topic, &lake.group);
     let stats = run(&lake, &cfg, &mut c, &mut bus.producer("x"), &store, StopWhen::Idle(Duration::from_millis(200)))
         .await
         .unwrap();
-    assert_eq!(stats.late, 1, "{stats:?}");
+    assert_eq!(stats.late, 2, "{stats:?}");
     let late = query(&store, "acme", "SELECT track_id FROM late_events").await.unwrap();
+    assert_eq!(late.iter().map(|b| b.num_rows()).sum::<usize>(), 1, "one row per late event");
     assert_eq!(late[0].column(0).as_primitive::<Int64Type>().value(0), 3);
     let z = query(&store, "acme", "SELECT sum(entries) FROM zone_occupancy").await.unwrap();
     assert_eq!(z[0].column(0).as_primitive::<Int64Type>().value(0), 2, "the late event is not in the aggregates");
@@ -231,4 +231,254 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
         if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
     }
     out
+}
+
+/// A lake in a temp directory fed by an in-process bus: the setting of most tests here.
+struct Local {
+    dir: tempfile::TempDir,
+    store: LakeStore,
+    bus: MemoryBus,
+    cfg: BusConfig,
+}
+
+impl Local {
+    fn new(partitions: i32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LakeStore::open(dir.path().to_str().unwrap(), &S3Settings::default()).unwrap();
+        Local { dir, store, bus: MemoryBus::new(partitions), cfg: bus_config() }
+    }
+}
+
+/// Runs the aggregator on `bus` until it has been idle for 300 ms.
+async fn until_idle(lake: &LakeConfig, bus: &MemoryBus, store: &LakeStore) -> retail_lake::LakeStats {
+    let cfg = bus_config();
+    let mut c = bus.consumer(&cfg.topic, &lake.group);
+    let idle = StopWhen::Idle(Duration::from_millis(300));
+    run(lake, &cfg, &mut c, &mut bus.producer("dead-letters"), store, idle).await.unwrap()
+}
+
+/// Events as a hostile or broken producer would put them on the topic: ids that try to
+/// escape the tenant's prefix, upper-case tenants, times at the ends of i64 or far in the
+/// future. Each is dead-lettered; the real events are stored on time and nowhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_events_are_dead_lettered_and_change_nothing() {
+    let Local { dir, store, bus, cfg } = Local::new(2);
+    let mut p = bus.producer(&cfg.topic);
+    let crossing = |tenant: &str, stream: &str, t: i64, track: u64| {
+        let kind = EventKind::LineCrossing { line: "entrance".into(), direction: Direction::In };
+        Event::new(TenantId(tenant.into()), stream.into(), track, track * 1000, t, kind)
+    };
+    let raw = |e: &Event, from: &str, to: &str| {
+        let json = String::from_utf8(retail_bus::encode_event(e)).unwrap();
+        assert!(json.contains(from));
+        json.replace(from, to)
+    };
+    let mut hostile = Vec::new();
+    for i in 0..50 {
+        hostile.push(raw(&crossing("shopa", "door", T0 + i, i as u64), "\"shopa\"", "\"shopa/date=x\""));
+    }
+    hostile.push(raw(&crossing("shopa", "door", T0, 900), "\"shopa\"", "\"ShopA\""));
+    hostile.push(raw(&crossing("shopa", "door", T0, 901), "\"door\"", "\"../door\""));
+    let now = chrono::Utc::now().timestamp_micros();
+    for (track, t) in [(902, i64::MAX), (903, i64::MIN), (904, now + 30 * 86_400_000_000)] {
+        hostile.push(String::from_utf8(retail_bus::encode_event(&crossing("shopa", "door", t, track))).unwrap());
+    }
+    for h in &hostile {
+        p.send_raw(&cfg.topic, Some(b"door"), h.as_bytes()).unwrap();
+    }
+    // The real events come after the far-future one, in the same stream.
+    let real: Vec<Event> = (0..20).map(|i| crossing("shopa", "door", T0 + i * 10_000_000, 100 + i as u64)).collect();
+    p.send(&real).unwrap();
+    let lake = lake_config(store.url());
+    let stats = until_idle(&lake, &bus, &store).await;
+    assert_eq!(stats.dead_letters, hostile.len() as u64, "{stats:?}");
+    assert_eq!(bus.messages(&cfg.dead_letter_topic).len(), hostile.len());
+    assert_eq!((stats.accepted, stats.late), (20, 0), "{stats:?}");
+    let n = query(&store, "shopa", "SELECT sum(in_count), count(DISTINCT stream) FROM line_counts").await.unwrap();
+    assert_eq!(n[0].column(0).as_primitive::<Int64Type>().value(0), 20);
+    assert_eq!(n[0].column(1).as_primitive::<Int64Type>().value(0), 1);
+    let dates: Vec<String> = std::fs::read_dir(dir.path().join("line_counts/tenant=shopa"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(dates, ["date=2026-11-27"]);
+    let tenants: Vec<String> = std::fs::read_dir(dir.path().join("line_counts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(tenants, ["tenant=shopa"]);
+}
+
+/// A dead-letter producer that fails its first `failures` sends, as an unreachable
+/// dead-letter topic does.
+struct FlakyDeadLetters {
+    inner: retail_bus::MemoryProducer,
+    failures: usize,
+}
+
+impl EventProducer for FlakyDeadLetters {
+    fn send(&mut self, events: &[Event]) -> Result<(), retail_bus::BusError> {
+        self.inner.send(events)
+    }
+
+    fn send_raw(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<(), retail_bus::BusError> {
+        if self.failures > 0 {
+            self.failures -= 1;
+            return Err(retail_bus::BusError::Kafka {
+                brokers: "127.0.0.1:9".into(),
+                operation: format!("send to {topic}"),
+                reason: "Local: Message timed out".into(),
+            });
+        }
+        self.inner.send_raw(topic, key, payload)
+    }
+
+    fn flush(&mut self, timeout: Duration) -> Result<(), retail_bus::BusError> {
+        self.inner.flush(timeout)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_dead_letter_topic_is_retried_not_fatal() {
+    let Local { dir: _dir, store, bus, cfg } = Local::new(1);
+    let mut p = bus.producer(&cfg.topic);
+    let ev = |t: i64, track: u64| {
+        Event::new(TenantId("acme".into()), "door".into(), track, track, t, EventKind::ZoneEnter { zone: "z".into() })
+    };
+    p.send(&[ev(T0, 1)]).unwrap();
+    p.send_raw(&cfg.topic, None, b"not an event").unwrap();
+    p.send(&[ev(T0 + 1, 2)]).unwrap();
+    let lake = lake_config(store.url());
+    let mut c = bus.consumer(&cfg.topic, &lake.group);
+    let mut dlq = FlakyDeadLetters { inner: bus.producer("x"), failures: 3 };
+    let stats = run(&lake, &cfg, &mut c, &mut dlq, &store, StopWhen::Idle(Duration::from_millis(300))).await.unwrap();
+    assert_eq!((stats.dead_letters, stats.accepted), (1, 2), "{stats:?}");
+    assert_eq!(dlq.failures, 0, "every failure was retried");
+    assert_eq!(bus.messages(&cfg.dead_letter_topic).len(), 1, "delivered once it worked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_over_their_memory_or_time_are_stopped_with_a_clear_error() {
+    let Local { dir: _dir, store, bus, cfg } = Local::new(1);
+    let kind = EventKind::ZoneEnter { zone: "z".into() };
+    bus.producer(&cfg.topic).send(&[Event::new(TenantId("acme".into()), "door".into(), 1, 1, T0, kind)]).unwrap();
+    let lake = lake_config(store.url());
+    until_idle(&lake, &bus, &store).await;
+    use retail_lake::query::{QueryLimits, query_with_limits};
+    let limits = QueryLimits { memory_bytes: 32 << 20, timeout: Duration::from_secs(2) };
+    let sql = "SELECT value % 20000000 AS k, count(*) AS n FROM generate_series(1, 40000000) GROUP BY value % 20000000";
+    let err = query_with_limits(&store, "acme", sql, limits).await.unwrap_err().to_string();
+    assert!(err.contains("query stopped") && err.contains("32 MiB of memory"), "{err}");
+    let started = std::time::Instant::now();
+    let sql = "SELECT count(*) FROM generate_series(1, 1000000000000)";
+    let err = query_with_limits(&store, "acme", sql, limits).await.unwrap_err().to_string();
+    assert!(err.contains("query stopped") && err.contains("2 s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "stopped near its limit: {:?}", started.elapsed());
+    // Within the limits the same session answers.
+    let ok = query_with_limits(&store, "acme", "SELECT count(*) FROM generate_series(1, 1000)", limits).await.unwrap();
+    assert_eq!(ok[0].column(0).as_primitive::<Int64Type>().value(0), 1000);
+}
+
+/// A zero-length events file (a disk that lost it) is moved to `_quarantine/` with an error
+/// naming it instead of crash-looping the aggregator; the window stays closed, so what comes
+/// for it is kept in `late_events` rather than overwriting its aggregates with a part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_lake_file_is_quarantined_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let rel = "events/tenant=acme/date=2026-11-27/minute-0900-door.parquet";
+    std::fs::create_dir_all(dir.path().join(rel).parent().unwrap()).unwrap();
+    std::fs::write(dir.path().join(rel), b"").unwrap();
+    let store = LakeStore::open(dir.path().to_str().unwrap(), &S3Settings::default()).unwrap();
+    let bus = MemoryBus::new(1);
+    let cfg = bus_config();
+    let kind = EventKind::LineCrossing { line: "entrance".into(), direction: Direction::In };
+    let events: Vec<Event> =
+        (0..5).map(|i| Event::new(TenantId("acme".into()), "door".into(), i, i, T0 + i as i64, kind.clone())).collect();
+    bus.producer(&cfg.topic).send(&events).unwrap();
+    let lake = lake_config(store.url());
+    let stats = until_idle(&lake, &bus, &store).await;
+    assert_eq!((stats.accepted, stats.late, stats.windows_written), (0, 5, 0), "{stats:?}");
+    assert_eq!(std::fs::metadata(dir.path().join("_quarantine").join(rel)).unwrap().len(), 0);
+    assert!(!dir.path().join(rel).exists());
+    let n = query(&store, "acme", "SELECT count(*) FROM late_events").await.unwrap();
+    assert_eq!(n[0].column(0).as_primitive::<Int64Type>().value(0), 5);
+}
+
+/// Two cameras; one stops. Its last minutes are written after `idle-flush-s` of processing
+/// time while the other goes on sending, and an on-time event it sends afterwards reopens
+/// its minute instead of turning late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_stops_is_written_while_another_goes_on() {
+    let Local { dir, store, bus, cfg } = Local::new(2);
+    let lake = LakeConfig { idle_flush_s: 1, ..lake_config(store.url()) };
+    let crossing = |stream: &str, t: i64, track: u64| {
+        let kind = EventKind::LineCrossing { line: "entrance".into(), direction: Direction::In };
+        Event::new(TenantId("acme".into()), stream.into(), track, track, t, kind)
+    };
+    let mut p = bus.producer(&cfg.topic);
+    p.send(&[crossing("door", T0 + 5_000_000, 1), crossing("door", T0 + 65_000_000, 2)]).unwrap();
+    let door_minute_1 = dir.path().join("line_counts/tenant=acme/date=2026-11-27/minute-0901-door.parquet");
+    let sender = std::thread::spawn(move || {
+        for i in 0..40 {
+            p.send(&[crossing("till", T0 + i * 1_000_000, 100 + i as u64)]).unwrap();
+            if i == 30 {
+                assert!(door_minute_1.exists(), "the stopped stream's minute is written while the other sends");
+                p.send(&[crossing("door", T0 + 70_000_000, 3)]).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let mut c = bus.consumer(&cfg.topic, &lake.group);
+    let stats = run(&lake, &cfg, &mut c, &mut bus.producer("x"), &store, StopWhen::Idle(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    sender.join().unwrap();
+    assert_eq!((stats.accepted, stats.late), (43, 0), "{stats:?}");
+    let sql =
+        "SELECT stream, sum(in_count), count(*) FROM line_counts WHERE in_count > 0 GROUP BY stream ORDER BY stream";
+    let b = query(&store, "acme", sql).await.unwrap();
+    let ins = b[0].column(1).as_primitive::<Int64Type>();
+    let rows = b[0].column(2).as_primitive::<Int64Type>();
+    // door: minute 0 (1 crossing) and minute 1 (2, rewritten whole after it reopened).
+    assert_eq!((ins.value(0), rows.value(0)), (3, 2));
+    assert_eq!(ins.value(1), 40);
+}
+
+/// Compaction deletes the minute files; a replay of part of a compacted window afterwards
+/// (a fresh aggregator in the same group, so nothing is remembered) is still recognised as
+/// repeats and changes no table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_into_a_compacted_day_counts_nothing_twice() {
+    let Local { dir: _dir, store, bus, cfg } = Local::new(1);
+    let lake = lake_config(store.url());
+    let kind = EventKind::LineCrossing { line: "entrance".into(), direction: Direction::In };
+    let events: Vec<Event> = (0..10)
+        .map(|i| {
+            Event::new(
+                TenantId("acme".into()),
+                "front door (north) #2".into(),
+                i,
+                i,
+                T0 + i as i64 * 20_000_000,
+                kind.clone(),
+            )
+        })
+        .collect();
+    let mut p = bus.producer(&cfg.topic);
+    p.send(&events).unwrap();
+    let idle = StopWhen::Idle(Duration::from_millis(300));
+    let mut c = bus.consumer(&cfg.topic, &lake.group);
+    run(&lake, &cfg, &mut c, &mut bus.producer("x"), &store, idle).await.unwrap();
+    let sums = || async {
+        let b = query(&store, "acme", "SELECT sum(in_count) FROM line_counts").await.unwrap();
+        let e = query(&store, "acme", "SELECT count(*) FROM events").await.unwrap();
+        (b[0].column(0).as_primitive::<Int64Type>().value(0), e[0].column(0).as_primitive::<Int64Type>().value(0))
+    };
+    assert_eq!(sums().await, (10, 10));
+    assert!(retail_lake::compact(&store, "2099-01-01").await.unwrap().files_in > 0);
+    p.send(&events[2..5]).unwrap();
+    let mut c = bus.consumer(&cfg.topic, &lake.group);
+    let stats = run(&lake, &cfg, &mut c, &mut bus.producer("x"), &store, idle).await.unwrap();
+    assert_eq!((stats.duplicates, stats.accepted, stats.windows_written), (3, 0, 0), "{stats:?}");
+    assert_eq!(sums().await, (10, 10));
 }
