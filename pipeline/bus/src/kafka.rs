@@ -130,7 +130,10 @@ pub fn ensure_topics(
 /// What a spool is written for: events spooled for one broker list and topic are never sent
 /// to another.
 fn spool_target(brokers: &str, topic: &str) -> String {
-    format!("kafka://{brokers} topic={topic}")
+    // The same cluster however its broker list is ordered.
+    let mut list: Vec<&str> = brokers.split(',').map(str::trim).collect();
+    list.sort_unstable();
+    format!("kafka://{} topic={topic}", list.join(","))
 }
 
 impl KafkaProducer {

@@ -79,9 +79,12 @@ enum Command {
     /// days before --before (answers do not change). Pick a day older than the lateness and
     /// the aggregator's lag.
     Compact {
-        /// First day NOT compacted, YYYY-MM-DD.
+        /// First day NOT compacted, YYYY-MM-DD (today is never compacted).
         #[arg(long)]
         before: String,
+        /// Leave a day alone while any of its files is younger than this (seconds).
+        #[arg(long, default_value_t = 3600)]
+        settle_s: u64,
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -204,12 +207,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&stats)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compact { before, config } => {
+        Command::Compact { before, settle_s, config } => {
             chrono::NaiveDate::parse_from_str(&before, "%Y-%m-%d")
                 .map_err(|e| anyhow::anyhow!("--before {before:?} is not YYYY-MM-DD: {e}"))?;
             let cfg = Config::load(config.as_deref())?;
             let store = retail_lake::LakeStore::open(&cfg.lake.url, &cfg.lake.s3)?;
-            let stats = runtime()?.block_on(retail_lake::compact(&store, &before))?;
+            let stats =
+                runtime()?.block_on(retail_lake::compact(&store, &before, std::time::Duration::from_secs(settle_s)))?;
             println!("{}", serde_json::to_string(&stats)?);
             Ok(ExitCode::SUCCESS)
         }

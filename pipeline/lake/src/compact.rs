@@ -26,26 +26,36 @@ pub struct CompactStats {
 }
 
 /// Compacts every `{table}/tenant=*/date=D/` with `D < before` (`YYYY-MM-DD`) holding more
-/// than one file.
-pub async fn compact(store: &LakeStore, before: &str) -> Result<CompactStats, LakeError> {
+/// than one file, none of them written in the last `settle` (an aggregator may still be
+/// writing a day of old footage: a file it rewrites while the day is merged would be lost or
+/// counted twice).
+pub async fn compact(store: &LakeStore, before: &str, settle: std::time::Duration) -> Result<CompactStats, LakeError> {
     let err = |e: object_store::Error| LakeError::Store { url: store.url().to_owned(), message: e.to_string() };
     let os = store.object_store();
     let root = store.path("");
     let objects: Vec<_> =
         os.list(if root.as_ref().is_empty() { None } else { Some(&root) }).try_collect().await.map_err(err)?;
     let mut groups: BTreeMap<String, Vec<ObjPath>> = BTreeMap::new();
+    let mut unsettled: std::collections::BTreeSet<String> = Default::default();
+    let settled_before = chrono::Duration::from_std(settle)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
     for o in objects {
         let loc = o.location.to_string();
         let Some((dir, file)) = loc.rsplit_once('/') else { continue };
         let date = dir.rsplit_once("/date=").map(|(_, d)| d);
         if file.ends_with(".parquet") && date.is_some_and(|d| d < before && d < today.as_str()) {
+            if o.last_modified > settled_before {
+                unsettled.insert(dir.to_owned());
+            }
             groups.entry(dir.to_owned()).or_default().push(o.location);
         }
     }
     let mut stats = CompactStats::default();
     for (dir, mut files) in groups {
-        if files.len() < 2 {
+        if files.len() < 2 || unsettled.contains(&dir) {
             continue;
         }
         files.sort();

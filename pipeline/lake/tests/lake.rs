@@ -146,10 +146,14 @@ async fn aggregate_query_and_recover(store: LakeStore) {
 
     // Compaction merges each day's minute files and changes no answer.
     let before = [totals(&store, "acme").await, totals(&store, "globex").await];
-    let c = retail_lake::compact(&store, "2099-01-01").await.unwrap();
+    let c = retail_lake::compact(&store, "2099-01-01", Duration::ZERO).await.unwrap();
     assert!(c.files_in > c.files_out && c.files_out > 0, "{c:?}");
     assert_eq!([totals(&store, "acme").await, totals(&store, "globex").await], before);
-    assert_eq!(retail_lake::compact(&store, "2099-01-01").await.unwrap().files_in, 0, "nothing left to merge");
+    assert_eq!(
+        retail_lake::compact(&store, "2099-01-01", Duration::ZERO).await.unwrap().files_in,
+        0,
+        "nothing left to merge"
+    );
 
     for tenant in ["acme", "globex"] {
         assert_eq!(totals(&store, tenant).await, truth(&events, tenant), "{tenant}");
@@ -475,7 +479,9 @@ async fn replay_into_a_compacted_day_counts_nothing_twice() {
         (b[0].column(0).as_primitive::<Int64Type>().value(0), e[0].column(0).as_primitive::<Int64Type>().value(0))
     };
     assert_eq!(sums().await, (10, 10));
-    assert!(retail_lake::compact(&store, "2099-01-01").await.unwrap().files_in > 0);
+    let fresh = retail_lake::compact(&store, "2099-01-01", Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(fresh.files_in, 0, "a day with files written in the last hour is left alone");
+    assert!(retail_lake::compact(&store, "2099-01-01", Duration::ZERO).await.unwrap().files_in > 0);
     p.send(&events[2..5]).unwrap();
     let mut c = bus.consumer(&cfg.topic, &lake.group);
     let stats = run(&lake, &cfg, &mut c, &mut bus.producer("x"), &store, idle).await.unwrap();
