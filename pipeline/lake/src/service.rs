@@ -249,6 +249,9 @@ async fn write_closed(
         metrics::counter!("retail_lake_windows_written_total").increment(1);
         debug!(tenant = %w.key.tenant, stream = %w.key.stream, minute_us = w.key.minute_us, events = w.events.len(), "window written");
     }
+    for w in agg.take_finalize() {
+        store.write_window(&w).await?;
+    }
     let late = agg.take_late();
     if !late.is_empty() {
         store.write_late(&late).await?;

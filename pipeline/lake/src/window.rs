@@ -74,6 +74,8 @@ pub struct WindowedAggregator {
     /// Latest event time per stream.
     max_time_us: HashMap<(TenantId, StreamId), i64>,
     late: Vec<(i32, i64, Event)>,
+    /// See [`take_finalize`](Self::take_finalize).
+    finalize: Vec<ClosedWindow>,
     /// Next offset to read per partition (one past the last consumed record).
     consumed: HashMap<i32, i64>,
     /// The partition each stream's events came from.
@@ -89,6 +91,7 @@ impl WindowedAggregator {
             last_arrival: HashMap::new(),
             max_time_us: HashMap::new(),
             late: Vec::new(),
+            finalize: Vec::new(),
             consumed: HashMap::new(),
             stream_partition: HashMap::new(),
         }
@@ -132,7 +135,11 @@ impl WindowedAggregator {
         match written {
             Some((events, reopenable)) => {
                 let ids = events.iter().map(|e| e.event_id.clone()).collect();
-                let events = (reopenable && !self.is_closed(&key)).then_some(events);
+                let closed = self.is_closed(&key);
+                if reopenable && closed {
+                    self.finalize.push(ClosedWindow { key: key.clone(), events: events.clone(), is_final: true });
+                }
+                let events = (reopenable && !closed).then_some(events);
                 self.written.insert(key, Written { ids, events });
             }
             // Closed and never written (everything in it came late): nothing to deduplicate
@@ -162,12 +169,19 @@ impl WindowedAggregator {
             minute_us: minute_of(event.time_us),
         };
         let closed = self.is_closed(&key);
-        if let Some(w) = self.written.get(&key) {
+        if let Some(w) = self.written.get_mut(&key) {
             if w.ids.contains(&event.event_id) {
+                self.advance(&key, event.time_us);
                 self.skip(partition, offset);
                 return Disposition::Duplicate;
             }
             if closed || w.events.is_none() {
+                // A window written early that its watermark has now passed is rewritten as
+                // final before this late event is committed: after a crash, the replay must
+                // not reopen it and fold the event in as well.
+                if let Some(events) = w.events.take() {
+                    self.finalize.push(ClosedWindow { key: key.clone(), events, is_final: true });
+                }
                 self.skip(partition, offset);
                 self.late.push((partition, offset, event));
                 return Disposition::Late;
@@ -182,6 +196,7 @@ impl WindowedAggregator {
         // restart, or forgotten here to bound memory: the store knows.
         let Some(window) = self.open.get(&key) else { return Disposition::NeedsLookup(key) };
         if window.ids.contains(&event.event_id) {
+            self.advance(&key, event.time_us);
             self.skip(partition, offset);
             return Disposition::Duplicate;
         }
@@ -190,17 +205,30 @@ impl WindowedAggregator {
             self.late.push((partition, offset, event));
             return Disposition::Late;
         }
-        let window = self.open.get_mut(&key).expect("checked");
-        window.ids.insert(event.event_id.clone());
+        self.advance(&key, event.time_us);
         self.consumed.entry(partition).and_modify(|n| *n = (*n).max(offset + 1)).or_insert(offset + 1);
-        let min = window.min_offsets.entry(partition).or_insert(offset);
-        *min = (*min).min(offset);
-        let t = self.max_time_us.entry((key.tenant.clone(), key.stream.clone())).or_insert(event.time_us);
-        *t = (*t).max(event.time_us);
         self.stream_partition.insert((key.tenant.clone(), key.stream.clone()), partition);
         self.last_arrival.insert((key.tenant.clone(), key.stream.clone()), Instant::now());
+        let window = self.open.get_mut(&key).expect("checked");
+        window.ids.insert(event.event_id.clone());
+        let min = window.min_offsets.entry(partition).or_insert(offset);
+        *min = (*min).min(offset);
         window.events.push(event);
         Disposition::Accepted
+    }
+
+    /// Moves the stream's event-time high mark. Repeats move it too: a replay after a crash
+    /// must rebuild the watermark the first reading had, or it would reopen windows that
+    /// were already closed.
+    fn advance(&mut self, key: &WindowKey, time_us: i64) {
+        let t = self.max_time_us.entry((key.tenant.clone(), key.stream.clone())).or_insert(time_us);
+        *t = (*t).max(time_us);
+    }
+
+    /// Windows written early whose watermark has passed since, to be written again as final
+    /// before the next commit.
+    pub fn take_finalize(&mut self) -> Vec<ClosedWindow> {
+        std::mem::take(&mut self.finalize)
     }
 
     /// Windows the watermark has passed, those of streams that sent nothing for `idle`
@@ -481,5 +509,22 @@ mod tests {
                 Some(r) => assert_eq!(r, &(tables, late)),
             }
         }
+    }
+
+    /// After a restart, replayed repeats rebuild the stream's watermark, so a straggler
+    /// for a window written early is late, as it was before the crash, and that window is
+    /// handed back to be written as final.
+    #[test]
+    fn replayed_repeats_rebuild_the_watermark() {
+        let mut a = WindowedAggregator::new(60_000_000);
+        let (early, ahead, straggler) = (ev("t", 5, 1), ev("t", 10 * MINUTE_US, 2), ev("t", 10, 3));
+        let Disposition::NeedsLookup(k) = a.offer(0, 7, ahead.clone()) else { panic!("lookup expected") };
+        a.resolve(k, Some((vec![ahead.clone()], true)));
+        assert_eq!(a.offer(0, 7, ahead), Disposition::Duplicate);
+        let Disposition::NeedsLookup(k) = a.offer(0, 8, straggler.clone()) else { panic!("lookup expected") };
+        a.resolve(k, Some((vec![early], true)));
+        assert_eq!(a.offer(0, 8, straggler), Disposition::Late);
+        let finals = a.take_finalize();
+        assert_eq!((finals.len(), finals[0].key.minute_us, finals[0].is_final), (1, 0, true));
     }
 }

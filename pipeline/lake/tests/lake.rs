@@ -488,3 +488,36 @@ async fn replay_into_a_compacted_day_counts_nothing_twice() {
     assert_eq!((stats.duplicates, stats.accepted, stats.windows_written), (3, 0, 0), "{stats:?}");
     assert_eq!(sums().await, (10, 10));
 }
+
+/// A window written early (its camera went quiet) that the camera's watermark passes later
+/// is rewritten as final when a late event arrives for it, so the same event sent again to a
+/// restarted aggregator stays late instead of reopening the window and counting twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_passed_by_its_watermark_is_not_reopened_after_a_restart() {
+    let Local { dir: _dir, store, bus, cfg } = Local::new(1);
+    let lake = LakeConfig { idle_flush_s: 1, ..lake_config(store.url()) };
+    let crossing = |t: i64, track: u64| {
+        let kind = EventKind::LineCrossing { line: "entrance".into(), direction: Direction::In };
+        Event::new(TenantId("acme".into()), "door".into(), track, track, t, kind)
+    };
+    let mut p = bus.producer(&cfg.topic);
+    p.send(&[crossing(T0 + 5_000_000, 1)]).unwrap();
+    let later = std::thread::spawn(move || {
+        // By now minute 0 is written early: the camera was quiet for idle-flush-s.
+        std::thread::sleep(Duration::from_millis(2500));
+        p.send(&[crossing(T0 + 600_000_000, 2), crossing(T0 + 10_000_000, 3)]).unwrap();
+        p
+    });
+    let mut c = bus.consumer(&cfg.topic, &lake.group);
+    let idle = StopWhen::Idle(Duration::from_secs(4));
+    let stats = run(&lake, &cfg, &mut c, &mut bus.producer("dead-letters"), &store, idle).await.unwrap();
+    let mut p = later.join().unwrap();
+    assert_eq!((stats.accepted, stats.late), (2, 1), "{stats:?}");
+    p.send(&[crossing(T0 + 10_000_000, 3)]).unwrap();
+    let stats = until_idle(&lake, &bus, &store).await;
+    assert_eq!((stats.accepted, stats.late), (0, 1), "{stats:?}");
+    let b = query(&store, "acme", "SELECT sum(in_count) FROM line_counts").await.unwrap();
+    assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 2);
+    let l = query(&store, "acme", "SELECT count(*) FROM late_events").await.unwrap();
+    assert_eq!(l[0].column(0).as_primitive::<Int64Type>().value(0), 1);
+}
