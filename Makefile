@@ -39,6 +39,7 @@ lint:
 bench: build test-services
 	$(CARGO_TARGET_DIR)/debug/throughput --reps 3
 	$(CARGO_TARGET_DIR)/debug/lake --events 20000 --reps 3
+	$(CARGO_TARGET_DIR)/debug/soak --events 1000000
 
 clean:
 	rm -rf results bin
