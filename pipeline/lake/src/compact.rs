@@ -69,6 +69,8 @@ pub async fn compact(store: &LakeStore, before: &str, settle: std::time::Duratio
         let out = ObjPath::from(format!("{dir}/day-{}.parquet", files.len()));
         let bytes = crate::store::parquet_bytes(out.as_ref(), &merged)?;
         os.put(&out, bytes.into()).await.map_err(err)?;
+        // The day file is durable before the minute files it replaces are gone.
+        store.sync_location(&out)?;
         for f in files.iter().filter(|f| **f != out) {
             os.delete(f).await.map_err(err)?;
         }

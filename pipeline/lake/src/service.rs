@@ -181,17 +181,14 @@ impl TimeBounds {
     fn check(&self, event: Event, now_us: i64) -> Result<Event, String> {
         let ahead = event.time_us > now_us;
         let skew = event.time_us.abs_diff(now_us);
-        let (limit, what) = if ahead {
-            (
-                self.future_us,
-                format!("ahead of this aggregator's clock (lake.max-future-skew-s = {})", self.future_us / 1_000_000),
-            )
-        } else {
-            (self.past_us, format!("old (lake.max-age-days = {})", self.past_us / 86_400_000_000))
-        };
-        if skew <= limit {
+        if skew <= if ahead { self.future_us } else { self.past_us } {
             return Ok(event);
         }
+        let what = if ahead {
+            format!("ahead of this aggregator's clock (lake.max-future-skew-s = {})", self.future_us / 1_000_000)
+        } else {
+            format!("old (lake.max-age-days = {})", self.past_us / 86_400_000_000)
+        };
         let when = chrono::DateTime::from_timestamp_micros(event.time_us)
             .map(|t| t.to_rfc3339())
             .unwrap_or_else(|| format!("{} µs", event.time_us));

@@ -41,7 +41,21 @@ pub struct LakeStore {
     prefix: String,
     /// The directory of a local store: its files and directories are fsynced after each
     /// write, since the offsets that a write allows to commit must not outlive a power loss.
-    local: Option<(Arc<LocalFileSystem>, std::path::PathBuf)>,
+    local: Option<Arc<Local>>,
+}
+
+/// A local-directory store's handles for fsync.
+struct Local {
+    fs: Arc<LocalFileSystem>,
+    root: std::path::PathBuf,
+    /// Directories fsynced since this process started.
+    synced_dirs: std::sync::Mutex<std::collections::HashSet<std::path::PathBuf>>,
+}
+
+fn fsync(path: &std::path::Path) -> Result<(), LakeError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| LakeError::Io { path: path.to_owned(), source })
 }
 
 fn store_err(url: &str) -> impl Fn(object_store::Error) -> LakeError + '_ {
@@ -84,7 +98,8 @@ impl LakeStore {
         std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
         let store = Arc::new(LocalFileSystem::new_with_prefix(dir).map_err(|e| bad(e.to_string()))?);
         let root = std::fs::canonicalize(dir).map_err(|e| bad(e.to_string()))?;
-        Ok(LakeStore { url: url.to_owned(), store: store.clone(), prefix: String::new(), local: Some((store, root)) })
+        let local = Local { fs: store.clone(), root, synced_dirs: Default::default() };
+        Ok(LakeStore { url: url.to_owned(), store, prefix: String::new(), local: Some(Arc::new(local)) })
     }
 
     pub fn url(&self) -> &str {
@@ -129,22 +144,30 @@ impl LakeStore {
         self.sync_local(rel)
     }
 
-    /// Fsyncs a local file and every directory from it up to the root, so that neither the
-    /// file's bytes nor its (possibly new) directory entries are lost in a power loss.
+    /// Fsyncs a local file and its directory, and, the first time this process meets them,
+    /// the directories above it up to the root (they may have just been created), so that
+    /// neither the file's bytes nor its directory entries are lost in a power loss.
     fn sync_local(&self, rel: &str) -> Result<(), LakeError> {
-        let Some((local, root)) = &self.local else { return Ok(()) };
-        // The store's own mapping: it percent-encodes characters a path segment may not hold.
-        let file = local.path_to_filesystem(&self.path(rel)).map_err(store_err(&self.url))?;
-        let sync = |p: &std::path::Path| {
-            std::fs::File::open(p)
-                .and_then(|f| f.sync_all())
-                .map_err(|source| LakeError::Io { path: p.to_owned(), source })
-        };
-        sync(&file)?;
-        let mut dir = file.parent();
-        while let Some(d) = dir.filter(|d| d.starts_with(root)) {
-            sync(d)?;
-            dir = d.parent();
+        self.sync_location(&self.path(rel))
+    }
+
+    /// [`sync_local`](Self::sync_local) for a full location (prefix included).
+    pub(crate) fn sync_location(&self, location: &ObjPath) -> Result<(), LakeError> {
+        let Some(local) = &self.local else { return Ok(()) };
+        let file = local.fs.path_to_filesystem(location).map_err(store_err(&self.url))?;
+        fsync(&file)?;
+        self.sync_dirs_of(&file)
+    }
+
+    fn sync_dirs_of(&self, file: &std::path::Path) -> Result<(), LakeError> {
+        let Some(local) = &self.local else { return Ok(()) };
+        // A directory is fsynced when it got a new entry: always the file's own; the one
+        // above only while the one below is new to this process (it may have been created).
+        let mut dir = file.parent().filter(|d| d.starts_with(&local.root));
+        while let Some(d) = dir {
+            fsync(d)?;
+            let new = local.synced_dirs.lock().expect("dirs lock").insert(d.to_owned());
+            dir = d.parent().filter(|p| new && p.starts_with(&local.root));
         }
         Ok(())
     }
@@ -176,16 +199,12 @@ impl LakeStore {
         self.store.copy(&self.path(rel), &self.path(&to)).await.map_err(store_err(&self.url))?;
         self.sync_local(&to)?;
         self.store.delete(&self.path(rel)).await.map_err(store_err(&self.url))?;
-        self.sync_local_dir_of(rel)
-    }
-
-    fn sync_local_dir_of(&self, rel: &str) -> Result<(), LakeError> {
-        let Some((local, _)) = &self.local else { return Ok(()) };
-        let file = local.path_to_filesystem(&self.path(rel)).map_err(store_err(&self.url))?;
-        let Some(dir) = file.parent() else { return Ok(()) };
-        std::fs::File::open(dir)
-            .and_then(|f| f.sync_all())
-            .map_err(|source| LakeError::Io { path: dir.to_owned(), source })
+        match &self.local {
+            Some(local) => {
+                self.sync_dirs_of(&local.fs.path_to_filesystem(&self.path(rel)).map_err(store_err(&self.url))?)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Writes a closed window: the aggregates first, the events file last, because the events
