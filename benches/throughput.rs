@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use retail_ai::{AnalyzeRequest, Config, ModelChoice, analyze};
 use retail_infer::{Precision, cache_dir};
 use retail_ingest::FileSource;
+use retail_runtime::{Config, FilesRequest, ModelChoice, analyze_files};
 
 #[derive(Parser)]
 struct Args {
@@ -70,14 +70,8 @@ fn e2e_fps(path: &Path, workers: usize, precision: Precision) -> anyhow::Result<
     let mut config = Config::default();
     config.detector.workers = workers;
     config.detector.precision = precision;
-    let summary = analyze(&AnalyzeRequest {
-        input: path.to_owned(),
-        config,
-        out_dir: None,
-        annotate: None,
-        detections: None,
-        progress: false,
-    })?;
+    let req = FilesRequest { inputs: vec![path.to_owned()], config, out_dir: None, annotate: None, detections: None };
+    let summary = analyze_files(&req, None)?.pop().context("no result")??;
     Ok(summary.fps)
 }
 
@@ -86,7 +80,7 @@ fn e2e_fps(path: &Path, workers: usize, precision: Precision) -> anyhow::Result<
 fn infer_fps(path: &Path, model: &ModelChoice, frames: usize, workers: usize) -> anyhow::Result<f64> {
     let mut src = FileSource::open(path, model.source_spec("bench".into(), false), &Default::default())?;
     let frame = src.next_frame()?.context("no frame")?;
-    let mut detectors = (0..workers).map(|_| model.load_detector()).collect::<Result<Vec<_>, _>>()?;
+    let mut detectors = (0..workers).map(|_| model.load_detector(1)).collect::<Result<Vec<_>, _>>()?;
     for d in &mut detectors {
         d.detect(&frame.pixels)?; // warm-up
     }

@@ -1,9 +1,8 @@
-//! The `retail-ai` command's library: config, the `analyze` job, `doctor`.
+//! The `retail-ai` command's library: the `analyze` front end and `doctor`. The pipeline
+//! itself is `retail-runtime`.
 
 pub mod analyze;
-pub mod config;
 pub mod doctor;
-mod draw;
 
-pub use analyze::{AnalyzeError, AnalyzeRequest, ModelChoice, Summary, analyze, render_table};
-pub use config::{Config, ConfigError};
+pub use analyze::render_table;
+pub use retail_runtime::{Config, ConfigError, FilesRequest, ModelChoice, RuntimeError, Summary, analyze_files};

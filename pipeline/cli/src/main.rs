@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use retail_ai::{AnalyzeRequest, Config, analyze, render_table};
+use retail_ai::{Config, FilesRequest, render_table};
+use retail_core::{StreamId, TenantId};
+use retail_runtime::StartTime;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -26,11 +28,14 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Analyse one video file: detect and track people, count line crossings, measure zone
-    /// occupancy and dwell. Writes events.jsonl, aggregates/*.parquet and summary.json to --out.
+    /// Analyse video files: detect and track people, count line crossings, measure zone
+    /// occupancy and dwell. Writes events.jsonl, aggregates/*.parquet and summary.json to --out
+    /// (with several files, to one sub-folder per file, named after it; they run at once and
+    /// share the inference workers).
     Analyze {
-        /// Video file (mp4, mkv, avi, ... whatever GStreamer's decodebin handles).
-        input: PathBuf,
+        /// Video files (mp4, mkv, avi, ... whatever GStreamer's decodebin handles).
+        #[arg(required = true, value_name = "INPUT")]
+        inputs: Vec<PathBuf>,
         /// Analysis config (TOML): lines, zones, detector, tracker. Without it: defaults, no
         /// lines or zones (people are still counted).
         #[arg(long, short)]
@@ -145,7 +150,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Analyze {
-            input,
+            inputs,
             config,
             out,
             annotate,
@@ -158,34 +163,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             quiet,
         } => {
             let mut cfg = Config::load(config.as_deref())?;
+            let bad = |flag: &'static str| move |e: String| anyhow::anyhow!("invalid option {flag}: {e}");
             if let Some(t) = tenant {
-                cfg.stream.tenant = Some(t);
+                cfg.stream.tenant = Some(TenantId::parse(&t).map_err(bad("--tenant"))?);
             }
             if let Some(id) = stream_id {
-                cfg.stream.id = Some(id);
+                cfg.stream.id = Some(StreamId::parse(&id).map_err(bad("--stream-id"))?);
             }
             if let Some(t) = start_time {
-                cfg.stream.start_time = Some(t);
+                cfg.stream.start_time = Some(StartTime::parse(&t).map_err(bad("--start-time"))?);
             }
             if let Some(w) = workers {
                 cfg.detector.workers = w;
             }
             cfg.validate().map_err(|e| anyhow::anyhow!("invalid option: {e}"))?;
-            let req = AnalyzeRequest {
-                input,
-                config: cfg,
-                out_dir: Some(out.clone()),
-                annotate,
-                detections,
-                progress: !quiet && std::io::stderr().is_terminal(),
-            };
-            let summary = analyze(&req)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            } else {
-                print!("{}", render_table(&summary, Some(&out)));
-            }
-            Ok(ExitCode::SUCCESS)
+            let req = FilesRequest { inputs, config: cfg, out_dir: Some(out.clone()), annotate, detections };
+            let results = retail_ai::analyze::run(&req, !quiet && std::io::stderr().is_terminal())?;
+            report(&req, results, &out, json)
         }
         Command::Lake { config, until_idle } => {
             let cfg = Config::load(config.as_deref())?;
@@ -231,6 +225,46 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
+}
+
+/// Prints each summary (one JSON value or table per input, a JSON array for several) and
+/// each failure, naming its file; fails if any input failed.
+fn report(
+    req: &FilesRequest,
+    results: Vec<Result<retail_ai::Summary, retail_ai::RuntimeError>>,
+    out: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let several = req.inputs.len() > 1;
+    let mut summaries = Vec::new();
+    let mut failed = 0;
+    for (input, result) in req.inputs.iter().zip(results) {
+        match result {
+            Ok(s) => summaries.push(s),
+            Err(e) if several => {
+                failed += 1;
+                eprintln!("error: {}: {e}", input.display());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if json {
+        let text = if several {
+            serde_json::to_string_pretty(&summaries)?
+        } else {
+            serde_json::to_string_pretty(&summaries[0])?
+        };
+        println!("{text}");
+    } else {
+        for s in &summaries {
+            let dir = if several { out.join(&s.stream) } else { out.to_owned() };
+            print!("{}", render_table(s, Some(&dir)));
+        }
+    }
+    if failed > 0 {
+        return Err(anyhow::anyhow!("{failed} of {} inputs failed", req.inputs.len()));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn render(batches: &[datafusion::arrow::array::RecordBatch], format: OutputFormat) -> anyhow::Result<String> {

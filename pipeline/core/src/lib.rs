@@ -386,3 +386,62 @@ mod tests {
         }
     }
 }
+
+/// A credential (S3 secret key, camera password, API key) from config. `Debug`, `Display` and
+/// `Serialize` print `<redacted>`, so a config dump, a log line or an error message can never
+/// carry it; [`Secret::expose`] is the one way to read it, at the point of use.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the client that needs it. Never log the result.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_never_prints() {
+        #[derive(Debug, Serialize, Deserialize)]
+        struct S3 {
+            key: Secret,
+        }
+        let s: S3 = serde_json::from_str(r#"{"key":"hunter2"}"#).unwrap();
+        assert_eq!(s.key.expose(), "hunter2");
+        for shown in [format!("{s:?}"), format!("{}", s.key), serde_json::to_string(&s).unwrap()] {
+            assert!(!shown.contains("hunter2") && shown.contains("<redacted>"), "{shown}");
+        }
+    }
+}

@@ -33,6 +33,14 @@ pub struct DetectorConfig {
     /// Parallel inference sessions (one single-threaded session per core is fastest);
     /// 0 means one per available core.
     pub workers: usize,
+    /// Frames per inference call, across streams. A model with a fixed batch of 1 runs
+    /// them one by one; 1 (default) sends each frame as soon as it is decoded.
+    pub batch_size: usize,
+    /// How long a worker waits for a batch to fill after its first frame, milliseconds.
+    pub batch_deadline_ms: u64,
+    /// Frames each stream may have between decoding and analysis (queued, in inference,
+    /// awaiting tracking); 0 means twice the workers times the batch size.
+    pub queue_frames: usize,
 }
 
 impl Default for DetectorConfig {
@@ -45,6 +53,9 @@ impl Default for DetectorConfig {
             min_score: 0.1,
             nms_iou: None,
             workers: 0,
+            batch_size: 1,
+            batch_deadline_ms: 5,
+            queue_frames: 0,
         }
     }
 }
@@ -67,7 +78,18 @@ impl DetectorConfig {
         if let Some(v) = self.nms_iou {
             unit("nms-iou", v)?;
         }
+        if !(1..=256).contains(&self.batch_size) {
+            return Err(format!("detector.batch-size must be within 1..256, got {}", self.batch_size));
+        }
+        if self.batch_deadline_ms > 10_000 {
+            return Err(format!("detector.batch-deadline-ms must be at most 10000, got {}", self.batch_deadline_ms));
+        }
         Ok(())
+    }
+
+    /// Frames each stream may have outstanding between decoding and analysis.
+    pub fn resolved_queue_frames(&self) -> usize {
+        if self.queue_frames > 0 { self.queue_frames } else { 2 * self.resolved_workers() * self.batch_size.max(1) }
     }
 
     /// Number of inference sessions to run.

@@ -16,7 +16,12 @@ pub struct Detector {
     model_path: PathBuf,
     input_name: String,
     input_shape: [i64; 4],
+    /// Room for `max_batch` frames.
     input: Vec<f32>,
+    frame_len: usize,
+    /// Whether the model's batch dimension is dynamic (a batch is one call).
+    dynamic_batch: bool,
+    max_batch: usize,
     normalizer: Normalizer,
     decoder: Box<dyn OutputDecoder>,
     output_names: Vec<String>,
@@ -63,6 +68,7 @@ impl Detector {
             ))
         })?;
         let got: Vec<i64> = input.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
+        let dynamic_batch = got.first().is_some_and(|b| *b < 0);
         if got.len() != want.len() || got.iter().zip(want).any(|(g, w)| *g >= 0 && g != w) {
             return Err(mismatch(format!("input `{}` has shape {got:?}, manifest says {want:?}", manifest.input.name)));
         }
@@ -76,11 +82,15 @@ impl Detector {
         };
         decoder.check_shapes(&shape_of).map_err(mismatch)?;
 
-        let input_shape = [want[0], want[1], want[2], want[3]];
+        let input_shape = [1, want[1], want[2], want[3]];
+        let frame_len = (want[1] * want[2] * want[3]) as usize;
         Ok(Detector {
             model_path: model_path.to_owned(),
             input_name: manifest.input.name.clone(),
-            input: vec![0.0; (want[1] * want[2] * want[3]) as usize],
+            input: vec![0.0; frame_len],
+            frame_len,
+            dynamic_batch,
+            max_batch: 1,
             input_shape,
             normalizer: Normalizer::new(manifest.input.mean, manifest.input.std),
             output_names: decoder.output_names(),
@@ -93,9 +103,27 @@ impl Detector {
         })
     }
 
+    /// Lets one call take up to `n` frames when the model's batch dimension is dynamic;
+    /// a fixed-batch model stays at one frame per call. Returns the batch now in effect.
+    pub fn set_max_batch(&mut self, n: usize) -> usize {
+        self.max_batch = if self.dynamic_batch { n.max(1) } else { 1 };
+        self.input.resize(self.frame_len * self.max_batch, 0.0);
+        self.max_batch
+    }
+
+    /// Frames one model call takes.
+    pub fn input_capacity(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Whether the model takes several frames per call.
+    pub fn dynamic_batch(&self) -> bool {
+        self.dynamic_batch
+    }
+
     /// Bytes of packed 8-bit pixels one frame must have.
     pub fn frame_bytes(&self) -> usize {
-        self.input.len()
+        self.frame_len
     }
 
     pub fn model_path(&self) -> &Path {
@@ -105,17 +133,28 @@ impl Detector {
     /// Detects objects in one frame of packed pixels at the model's input size and channel
     /// order. Boxes are normalised frame coordinates, after NMS, best first.
     pub fn detect(&mut self, pixels: &[u8]) -> Result<Vec<Detection>, InferError> {
-        if pixels.len() != self.input.len() {
-            return Err(InferError::FrameSize { got: pixels.len(), expected: self.input.len() });
-        }
-        self.normalizer.to_nchw(pixels, &mut self.input);
-        self.run_model()?;
-        Ok(nms(std::mem::take(&mut self.candidates), self.nms_iou))
+        Ok(self.detect_batch(&[pixels])?.pop().unwrap_or_default())
     }
 
-    /// Runs the model on the current input buffer and decodes into `self.candidates`.
-    /// Public for the inference-only benchmark.
-    pub fn run_model(&mut self) -> Result<(), InferError> {
+    /// Detects objects in each frame, one model call per `max_batch` frames.
+    pub fn detect_batch(&mut self, frames: &[&[u8]]) -> Result<Vec<Vec<Detection>>, InferError> {
+        if let Some(bad) = frames.iter().find(|f| f.len() != self.frame_len) {
+            return Err(InferError::FrameSize { got: bad.len(), expected: self.frame_len });
+        }
+        let mut all = Vec::with_capacity(frames.len());
+        for chunk in frames.chunks(self.max_batch) {
+            for (i, pixels) in chunk.iter().enumerate() {
+                let slot = &mut self.input[i * self.frame_len..(i + 1) * self.frame_len];
+                self.normalizer.to_nchw(pixels, slot);
+            }
+            self.run_batch(chunk.len(), &mut all)?;
+        }
+        Ok(all)
+    }
+
+    /// Runs the model on the first `n` frames of the input buffer; pushes each frame's
+    /// detections (after NMS) to `out`.
+    fn run_batch(&mut self, n: usize, out: &mut Vec<Vec<Detection>>) -> Result<(), InferError> {
         let Detector {
             session,
             input,
@@ -127,20 +166,41 @@ impl Detector {
             candidates,
             classes,
             min_score,
+            frame_len,
+            nms_iou,
             ..
         } = self;
         let session_err = |reason: String| InferError::Session { path: model_path.clone(), reason };
-        let tensor = TensorRef::from_array_view((*input_shape, &input[..])).map_err(|e| session_err(e.to_string()))?;
+        let shape = [n as i64, input_shape[1], input_shape[2], input_shape[3]];
+        let tensor =
+            TensorRef::from_array_view((shape, &input[..n * *frame_len])).map_err(|e| session_err(e.to_string()))?;
         let outputs =
             session.run(ort::inputs![input_name.as_str() => tensor]).map_err(|e| session_err(e.to_string()))?;
-        let mut views = Vec::with_capacity(output_names.len());
+        let mut extracted = Vec::with_capacity(output_names.len());
         for name in output_names.iter() {
             let (shape, data) = outputs[name.as_str()]
                 .try_extract_tensor::<f32>()
                 .map_err(|e| session_err(format!("output `{name}`: {e}")))?;
-            views.push(TensorView { name, shape, data });
+            if shape.first() != Some(&(n as i64)) || data.len() % n != 0 {
+                return Err(session_err(format!("output `{name}` has shape {shape:?} for a batch of {n}")));
+            }
+            // Each frame's part, seen as a batch of one.
+            let mut one = shape.to_vec();
+            one[0] = 1;
+            extracted.push((name, one, data));
         }
-        candidates.clear();
-        decoder.decode(&views, classes, *min_score, candidates)
+        for item in 0..n {
+            let views: Vec<TensorView<'_>> = extracted
+                .iter()
+                .map(|(name, shape, data)| {
+                    let len = data.len() / n;
+                    TensorView { name, shape, data: &data[item * len..(item + 1) * len] }
+                })
+                .collect();
+            candidates.clear();
+            decoder.decode(&views, classes, *min_score, candidates)?;
+            out.push(nms(std::mem::take(candidates), *nms_iou));
+        }
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! normalisation, output decoder, labels). The decoder is chosen by the manifest through the
 //! [`OutputDecoder`] trait, so a customer's YOLOv8-style export works without code changes.
 
+mod backend;
 mod config;
 mod decode;
 mod detector;
@@ -14,6 +15,7 @@ mod nms;
 mod preprocess;
 mod runtime;
 
+pub use backend::InferenceBackend;
 pub use config::{DetectorConfig, Precision};
 pub use decode::{NanoDetDecoder, OutputDecoder, TensorView, YoloV8Decoder, decoder_for};
 pub use detector::Detector;

@@ -9,11 +9,13 @@
 mod config;
 mod encode;
 mod error;
+mod frame_source;
 mod source;
 
 pub use config::IngestConfig;
 pub use encode::{AnnotatedVideoWriter, EncoderSettings};
 pub use error::IngestError;
+pub use frame_source::{Backpressure, FrameSource};
 pub use source::{DisplayFrame, FileSource, PixelOrder, SourceSpec, VideoFrame, VideoInfo};
 
 /// Initialises GStreamer once per process; cheap to call again.

@@ -29,7 +29,7 @@ pub struct S3Settings {
     pub region: Option<String>,
     pub access_key_id: Option<String>,
     /// Never logged.
-    pub secret_access_key: Option<String>,
+    pub secret_access_key: Option<retail_core::Secret>,
 }
 
 /// The lake's storage; cheap to clone.
@@ -81,7 +81,7 @@ impl LakeStore {
                 b = b.with_access_key_id(k);
             }
             if let Some(k) = &s3.secret_access_key {
-                b = b.with_secret_access_key(k);
+                b = b.with_secret_access_key(k.expose());
             }
             let store = b.build().map_err(|e| bad(e.to_string()))?;
             return Ok(LakeStore {

@@ -197,7 +197,7 @@ async fn s3_seaweedfs() {
         endpoint: Some(s3.endpoint()),
         region: Some("us-east-1".into()),
         access_key_id: Some(retail_testkit::S3_ACCESS_KEY.into()),
-        secret_access_key: Some(retail_testkit::S3_SECRET_KEY.into()),
+        secret_access_key: Some(retail_core::Secret::new(retail_testkit::S3_SECRET_KEY)),
     };
     let store = LakeStore::open(&format!("s3://{}/retail", retail_testkit::S3_BUCKET), &settings).unwrap();
     aggregate_query_and_recover(store).await;

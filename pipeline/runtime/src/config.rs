@@ -6,12 +6,48 @@ use std::path::{Path, PathBuf};
 
 use retail_analytics::{AnalyticsConfig, Anchor, LineConfig, ZoneConfig};
 use retail_bus::BusConfig;
-use retail_core::TenantId;
+use retail_core::{StreamId, TenantId};
 use retail_infer::DetectorConfig;
 use retail_ingest::IngestConfig;
 use retail_lake::LakeConfig;
 use retail_track::TrackerConfig;
 use serde::{Deserialize, Serialize};
+
+/// A wall-clock time given as RFC 3339 (`2026-11-27T09:00:00Z`), checked when read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartTime {
+    /// Microseconds since the Unix epoch.
+    pub us: i64,
+}
+
+impl StartTime {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| StartTime { us: t.timestamp_micros() })
+            .map_err(|e| format!("{text:?} is not an RFC 3339 time (e.g. 2026-11-27T09:00:00Z): {e}"))
+    }
+}
+
+impl std::fmt::Display for StartTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match chrono::DateTime::from_timestamp_micros(self.us) {
+            Some(t) => f.write_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            None => write!(f, "{} us", self.us),
+        }
+    }
+}
+
+impl Serialize for StartTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StartTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        StartTime::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
 
 /// Why a config could not be used; always names the file and the key or value.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +68,12 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StreamConfig {
     /// Tenant (customer organisation) the video belongs to; default `default`.
-    pub tenant: Option<String>,
+    pub tenant: Option<TenantId>,
     /// Stream id written into events and aggregates; default: the input file's stem.
-    pub id: Option<String>,
+    pub id: Option<StreamId>,
     /// Wall-clock time of the first frame (RFC 3339, e.g. `2026-11-27T09:00:00Z`), so that
     /// events and per-minute aggregates carry real times; default: when analysis starts.
-    pub start_time: Option<String>,
+    pub start_time: Option<StartTime>,
 }
 
 /// `[analytics]`: settings that apply to every line and zone.
@@ -98,16 +134,6 @@ impl Config {
         self.tracker.validate()?;
         self.bus.validate()?;
         self.analytics_config().validate()?;
-        if let Some(t) = &self.stream.start_time {
-            chrono::DateTime::parse_from_rfc3339(t)
-                .map_err(|e| format!("stream.start-time = {t:?} is not an RFC 3339 time: {e}"))?;
-        }
-        if let Some(t) = &self.stream.tenant {
-            TenantId::parse(t).map_err(|e| format!("stream.tenant: {e}"))?;
-        }
-        if let Some(id) = &self.stream.id {
-            retail_core::StreamId::parse(id).map_err(|e| format!("stream.id: {e}"))?;
-        }
         Ok(())
     }
 
@@ -189,7 +215,7 @@ mod tests {
         apply_env(&mut t, vars.into_iter()).unwrap();
         let c: Config = t.try_into().unwrap();
         assert_eq!(c.detector.workers, 1);
-        assert_eq!(c.stream.id.as_deref(), Some("front-door"));
+        assert_eq!(c.stream.id, Some(StreamId::from("front-door")));
         assert_eq!(c.tracker.max_lost_frames, 12);
     }
 
@@ -197,6 +223,6 @@ mod tests {
     fn bad_start_time_is_named() {
         let f = write("[stream]\nstart-time = \"yesterday\"\n");
         let err = Config::load(Some(f.path())).unwrap_err().to_string();
-        assert!(err.contains("stream.start-time") && err.contains("yesterday"), "{err}");
+        assert!(err.contains("start-time") && err.contains("yesterday"), "{err}");
     }
 }

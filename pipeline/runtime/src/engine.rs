@@ -1,0 +1,392 @@
+//! The multi-stream engine: any number of streams in one process, each with its own
+//! decoder thread, tracker, analytics and event time, sharing one pool of inference workers
+//! fed by cross-stream batching (see [`crate::queue`]).
+//!
+//! Threads per stream: the decoder (source → shared queue, with the source's backpressure
+//! policy) and the collector (results back in frame order → [`StreamAnalysis`]). Threads
+//! shared: one inference worker per backend (one single-threaded ONNX Runtime session per
+//! core is the fastest on CPUs). Every queue is bounded by the stream's outstanding-frame
+//! limit, so a slow stage slows its own stream's decoding instead of filling memory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+use retail_core::Detection;
+use retail_infer::{InferError, InferenceBackend};
+use retail_ingest::{FrameSource, IngestError, VideoFrame};
+use tracing::{info, warn};
+
+use crate::progress::{PROGRESS_EVERY, StageTotals};
+use crate::queue::{InferQueue, Pushed};
+use crate::stream::{Analysed, ModelFacts, StreamAnalysis, StreamJob};
+use crate::{Config, ModelChoice, RuntimeError, StreamProgress, Summary};
+
+/// How the inference workers batch frames.
+#[derive(Clone, Copy, Debug)]
+pub struct Batching {
+    /// Frames per inference call (capped by what the backend takes).
+    pub max_frames: usize,
+    /// How long a worker waits for a batch to fill after its first frame.
+    pub deadline: Duration,
+    /// Frames each stream may have between decoding and analysis.
+    pub queue_frames: usize,
+}
+
+struct Queued {
+    frame: VideoFrame,
+    decode: Duration,
+    reply: Sender<Outcome>,
+}
+
+enum Outcome {
+    Inferred { seq: u64, frame: VideoFrame, detections: Vec<Detection>, times: [Duration; 3] },
+    Dropped(u64),
+    Failed(Arc<InferError>),
+    SourceEnd { frames: u64 },
+    SourceFailed(IngestError),
+}
+
+/// A pool of inference workers serving any number of streams.
+pub struct Engine {
+    queue: Arc<InferQueue<Queued>>,
+    workers: Vec<JoinHandle<()>>,
+    batching: Batching,
+    model: ModelFacts,
+}
+
+impl Engine {
+    /// Starts one worker per backend.
+    pub fn new(backends: Vec<Box<dyn InferenceBackend>>, batching: Batching, model: &ModelChoice) -> Self {
+        let queue = Arc::new(InferQueue::default());
+        let facts = ModelFacts {
+            name: model.manifest.name.clone(),
+            labels: model.manifest.labels.names.clone(),
+            score_threshold: model.score_threshold,
+            workers: backends.len(),
+        };
+        let workers = backends
+            .into_iter()
+            .enumerate()
+            .map(|(i, backend)| {
+                let queue = queue.clone();
+                std::thread::Builder::new()
+                    .name(format!("infer-{i}"))
+                    .spawn(move || infer_worker(&queue, backend, batching))
+                    .expect("spawn inference worker")
+            })
+            .collect();
+        Engine { queue, workers, batching, model: facts }
+    }
+
+    /// Loads the config's model once per worker and starts the engine.
+    pub fn from_config(config: &Config, model: &ModelChoice) -> Result<Self, RuntimeError> {
+        let d = &config.detector;
+        let mut backends: Vec<Box<dyn InferenceBackend>> = Vec::new();
+        for _ in 0..d.resolved_workers() {
+            backends.push(Box::new(model.load_detector(d.batch_size)?));
+        }
+        let per_call = backends[0].max_batch();
+        if per_call < d.batch_size {
+            info!(
+                requested = d.batch_size,
+                model_takes = per_call,
+                "the model has a fixed batch size: frames go one per call"
+            );
+        }
+        let batching = Batching {
+            max_frames: d.batch_size,
+            deadline: Duration::from_millis(d.batch_deadline_ms),
+            queue_frames: d.resolved_queue_frames(),
+        };
+        info!(model = %model.model_path.display(), workers = backends.len(), batch = d.batch_size, "model loaded");
+        Ok(Engine::new(backends, batching, model))
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Starts a stream. Its outputs are created now (in staging); a bad output folder fails
+    /// here, before any frame is decoded.
+    pub fn start(&self, job: StreamJob) -> Result<StreamHandle, RuntimeError> {
+        let analysis = StreamAnalysis::new(&job, &self.model)?;
+        let id = self.queue.register(self.batching.queue_frames, job.source.backpressure());
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = unbounded();
+        let stream = job.stream.0.clone();
+        let expected = job.source.info().estimated_frames();
+        let decoder = {
+            let (queue, cancel) = (self.queue.clone(), cancel.clone());
+            let source = job.source;
+            std::thread::Builder::new()
+                .name(format!("decode-{id}"))
+                .spawn(move || decode(source, &queue, id, &cancel, tx))
+                .map_err(|e| RuntimeError::Internal(format!("spawn decoder: {e}")))?
+        };
+        let collector = {
+            let ctx = Collector {
+                queue: self.queue.clone(),
+                id,
+                stream: stream.clone(),
+                cancel: cancel.clone(),
+                progress: job.progress,
+                expected,
+            };
+            std::thread::Builder::new()
+                .name(format!("collect-{id}"))
+                .spawn(move || ctx.run(analysis, &rx))
+                .map_err(|e| RuntimeError::Internal(format!("spawn collector: {e}")))?
+        };
+        Ok(StreamHandle {
+            id,
+            stream,
+            queue: self.queue.clone(),
+            cancel,
+            decoder: Some(decoder),
+            collector: Some(collector),
+        })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.queue.shutdown();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+/// A running stream.
+pub struct StreamHandle {
+    id: u64,
+    stream: String,
+    queue: Arc<InferQueue<Queued>>,
+    cancel: Arc<AtomicBool>,
+    decoder: Option<JoinHandle<()>>,
+    collector: Option<JoinHandle<Result<Summary, RuntimeError>>>,
+}
+
+impl StreamHandle {
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Stops this stream soon (the other streams go on); [`join`](Self::join) then returns
+    /// [`RuntimeError::Cancelled`] and nothing of it is left in the output locations.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        self.queue.close(self.id);
+    }
+
+    /// Waits for the stream to end; its summary, or why it failed.
+    pub fn join(mut self) -> Result<Summary, RuntimeError> {
+        let result = match self.collector.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            _ => Err(RuntimeError::Internal(format!("stream {}: collector thread panicked", self.stream))),
+        };
+        self.stop_decoder();
+        result
+    }
+
+    fn stop_decoder(&mut self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        self.queue.close(self.id);
+        if let Some(d) = self.decoder.take() {
+            let _ = d.join();
+        }
+        self.queue.unregister(self.id);
+    }
+}
+
+impl Drop for StreamHandle {
+    fn drop(&mut self) {
+        if self.collector.is_some() {
+            self.cancel();
+            if let Some(c) = self.collector.take() {
+                let _ = c.join();
+            }
+        }
+        if self.decoder.is_some() {
+            self.stop_decoder();
+        }
+    }
+}
+
+fn decode(
+    mut source: Box<dyn FrameSource>,
+    queue: &InferQueue<Queued>,
+    id: u64,
+    cancel: &AtomicBool,
+    tx: Sender<Outcome>,
+) {
+    let mut seq = 0u64;
+    while !cancel.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let frame = match source.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Outcome::SourceFailed(e));
+                return;
+            }
+        };
+        let item = Queued { frame, decode: started.elapsed(), reply: tx.clone() };
+        match queue.push(id, seq, item) {
+            Pushed::Queued => {}
+            Pushed::Dropped(old) => {
+                metrics::counter!("retail_frames_dropped_total").increment(1);
+                let _ = tx.send(Outcome::Dropped(old));
+            }
+            Pushed::Closed => return,
+        }
+        seq += 1;
+    }
+    let _ = tx.send(Outcome::SourceEnd { frames: seq });
+}
+
+fn infer_worker(queue: &InferQueue<Queued>, mut backend: Box<dyn InferenceBackend>, batching: Batching) {
+    while let Some(batch) = queue.pop_batch(batching.max_frames, batching.deadline) {
+        let started = Instant::now();
+        let result = {
+            let pixels: Vec<&[u8]> = batch.iter().map(|t| t.item.frame.pixels.as_slice()).collect();
+            backend.detect_batch(&pixels)
+        };
+        let per_frame = started.elapsed() / batch.len().max(1) as u32;
+        match result {
+            Ok(all) => {
+                for (t, detections) in batch.into_iter().zip(all) {
+                    let Queued { frame, reply, decode } = t.item;
+                    let times = [decode, t.waited, per_frame];
+                    let out = Outcome::Inferred { seq: t.seq, frame, detections, times };
+                    if reply.send(out).is_err() {
+                        queue.done(t.stream, 1); // the stream has gone: free its room
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, frames = batch.len(), "inference failed; the streams in this batch stop");
+                let e = Arc::new(e);
+                for t in batch {
+                    let _ = t.item.reply.send(Outcome::Failed(e.clone()));
+                    queue.done(t.stream, 1);
+                }
+            }
+        }
+    }
+}
+
+struct Collector {
+    queue: Arc<InferQueue<Queued>>,
+    id: u64,
+    stream: String,
+    cancel: Arc<AtomicBool>,
+    progress: Option<crate::ProgressFn>,
+    expected: Option<u64>,
+}
+
+/// Collector state besides the analysis: reordering and progress.
+struct Tally {
+    next: u64,
+    end: Option<u64>,
+    dropped: u64,
+    totals: StageTotals,
+    started: Instant,
+    reported: Instant,
+}
+
+impl Collector {
+    fn run(self, mut analysis: StreamAnalysis, rx: &Receiver<Outcome>) -> Result<Summary, RuntimeError> {
+        let now = Instant::now();
+        let mut t =
+            Tally { next: 0, end: None, dropped: 0, totals: StageTotals::default(), started: now, reported: now };
+        let result = self.collect(&mut analysis, rx, &mut t);
+        // Whatever happened, the decoder must not wait for room any more.
+        self.cancel.store(true, Ordering::SeqCst);
+        self.queue.close(self.id);
+        let (frames, video_s) = (analysis.frames, analysis.last_end_ns as f64 / 1e9);
+        let result = result.and_then(|()| analysis.finish());
+        self.report(frames, video_s, true, &t);
+        result
+    }
+
+    fn collect(&self, a: &mut StreamAnalysis, rx: &Receiver<Outcome>, t: &mut Tally) -> Result<(), RuntimeError> {
+        let mut pending: BTreeMap<u64, Outcome> = BTreeMap::new();
+        while t.end != Some(t.next) {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(RuntimeError::Cancelled { stream: self.stream.clone() });
+            }
+            let msg = match rx.recv_timeout(PROGRESS_EVERY) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(RuntimeError::Internal(format!(
+                        "stream {}: decoder stopped without a word",
+                        self.stream
+                    )));
+                }
+            };
+            match msg {
+                Outcome::SourceEnd { frames } => t.end = Some(frames),
+                Outcome::SourceFailed(e) => return Err(e.into()),
+                Outcome::Failed(source) => return Err(RuntimeError::Inference { stream: self.stream.clone(), source }),
+                Outcome::Dropped(seq) => {
+                    pending.insert(seq, Outcome::Dropped(seq));
+                }
+                Outcome::Inferred { seq, .. } => {
+                    pending.insert(seq, msg);
+                }
+            }
+            while let Some(m) = pending.remove(&t.next) {
+                self.consume(a, m, t)?;
+                self.queue.done(self.id, 1);
+                t.next += 1;
+            }
+            if t.reported.elapsed() >= PROGRESS_EVERY {
+                self.report(a.frames, a.last_end_ns as f64 / 1e9, false, t);
+                t.reported = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    fn consume(&self, a: &mut StreamAnalysis, m: Outcome, t: &mut Tally) -> Result<(), RuntimeError> {
+        match m {
+            Outcome::Dropped(_) => t.dropped += 1,
+            Outcome::Inferred { frame, detections, times: [decode, queue, infer], .. } => {
+                let started = Instant::now();
+                t.totals.decode += decode;
+                t.totals.queue += queue;
+                t.totals.infer += infer;
+                a.process(Analysed {
+                    index: frame.index,
+                    pts_ns: frame.pts_ns,
+                    duration_ns: frame.duration_ns,
+                    detections: &detections,
+                    display: frame.display,
+                })?;
+                t.totals.analyse += started.elapsed();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn report(&self, frames: u64, video_s: f64, finished: bool, t: &Tally) {
+        if let Some(f) = &self.progress {
+            f(&StreamProgress {
+                frames,
+                frames_dropped: t.dropped,
+                expected_frames: self.expected,
+                video_s,
+                elapsed_s: t.started.elapsed().as_secs_f64(),
+                latency: t.totals.means(frames),
+                finished,
+            });
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The model a config asks for: manifest, file and thresholds, resolved once.
+
+use std::path::PathBuf;
+
+use retail_core::StreamId;
+use retail_infer::{Detector, InferError, Manifest};
+use retail_ingest::{PixelOrder, SourceSpec};
+
+use crate::{Config, RuntimeError};
+
+/// The resolved model: manifest, model file and thresholds.
+pub struct ModelChoice {
+    pub manifest: Manifest,
+    pub model_path: PathBuf,
+    pub score_threshold: f32,
+    pub min_score: f32,
+    pub nms_iou: f32,
+}
+
+impl ModelChoice {
+    pub fn resolve(config: &Config) -> Result<Self, RuntimeError> {
+        let d = &config.detector;
+        let manifest = match &d.manifest {
+            Some(p) => Manifest::load(p)?,
+            None => Manifest::bundled(),
+        };
+        let model_path = manifest.resolve_model(d.model.as_deref(), d.manifest.as_deref(), d.precision)?;
+        let score_threshold = d.score_threshold.unwrap_or(manifest.thresholds.score);
+        let nms_iou = d.nms_iou.unwrap_or(manifest.thresholds.nms_iou);
+        Ok(ModelChoice { min_score: d.min_score.min(score_threshold), manifest, model_path, score_threshold, nms_iou })
+    }
+
+    /// One single-threaded ONNX Runtime session taking up to `batch` frames per call (1 for a
+    /// fixed-batch model).
+    pub fn load_detector(&self, batch: usize) -> Result<Detector, InferError> {
+        let mut d = Detector::load(
+            &self.manifest,
+            &self.model_path,
+            1,
+            vec![self.manifest.labels.person],
+            self.min_score,
+            self.nms_iou,
+        )?;
+        d.set_max_batch(batch);
+        Ok(d)
+    }
+
+    pub fn source_spec(&self, stream: StreamId, display: bool) -> SourceSpec {
+        let (width, height) = self.manifest.input_size();
+        let order = match self.manifest.input.channel_order {
+            retail_infer::ChannelOrder::Bgr => PixelOrder::Bgr,
+            retail_infer::ChannelOrder::Rgb => PixelOrder::Rgb,
+        };
+        SourceSpec { stream, width, height, order, display }
+    }
+}
