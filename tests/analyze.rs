@@ -351,3 +351,72 @@ fn model_disagrees_with_manifest() {
         &["does not match its manifest", "[1, 3, 416, 416]", "[1, 3, 320, 320]"],
     );
 }
+
+/// Three files at once through one engine: each gets its own folder and exactly the counts
+/// of a lone analysis (tests/golden/vtest/int8), so streams do not leak into each other.
+#[test]
+fn several_files_at_once_each_count_as_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["door-a", "door-b", "door-c"];
+    for n in names {
+        std::os::unix::fs::symlink(media("vtest.avi"), dir.path().join(format!("{n}.avi"))).unwrap();
+    }
+    let out = dir.path().join("results");
+    let cfg = write_config(
+        dir.path(),
+        "[stream]\nstart-time = \"2026-11-27T09:00:00Z\"\n[[lines]]\nname = \"plaza\"\nfrom = [0.5, 0.15]\nto = [0.5, 1.0]\ninside = [0.9, 0.5]\n",
+    );
+    let o = bin()
+        .arg("analyze")
+        .args(names.map(|n| dir.path().join(format!("{n}.avi"))))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--out")
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "analyze failed: {}", stderr(&o));
+    let printed: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(printed.len(), 3);
+    for (n, s) in names.iter().zip(&printed) {
+        assert_eq!(s["stream"], *n);
+        assert_eq!(s["frames"], 795);
+        assert_eq!(
+            (s["lines"]["plaza"]["in"].as_u64(), s["lines"]["plaza"]["out"].as_u64()),
+            (Some(14), Some(15)),
+            "{n}"
+        );
+        let written: Value = serde_json::from_slice(&std::fs::read(out.join(n).join("summary.json")).unwrap()).unwrap();
+        assert_eq!(&written, s);
+        let events = jsonl(&out.join(n).join("events.jsonl"));
+        assert!(events.iter().all(|e| e["stream"] == *n), "{n}: another stream's event in its file");
+        assert_eq!(parquet_sum(&out.join(n).join("aggregates/line_counts.parquet"), "in_count"), 14);
+    }
+}
+
+#[test]
+fn several_files_with_one_stream_id_or_the_same_name_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a/door.avi");
+    let b = dir.path().join("b/door.avi");
+    for p in [&a, &b] {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(media("vtest.avi"), p).unwrap();
+    }
+    let out = dir.path().join("out");
+    let o = bin().arg("analyze").arg(&a).arg(&b).arg("--out").arg(&out).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("both stream door"), "{}", stderr(&o));
+    let o = bin()
+        .arg("analyze")
+        .arg(&a)
+        .arg(media("vtest.avi"))
+        .args(["--stream-id", "x", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("names one stream"), "{}", stderr(&o));
+    assert!(!out.exists(), "nothing written");
+}
