@@ -38,6 +38,7 @@ lint:
 
 bench: build test-services
 	$(CARGO_TARGET_DIR)/debug/throughput --reps 3
+	$(CARGO_TARGET_DIR)/debug/multistream --files 4,8 --reps 1
 	$(CARGO_TARGET_DIR)/debug/lake --events 20000 --reps 3
 	$(CARGO_TARGET_DIR)/debug/soak --events 1000000
 

@@ -39,6 +39,13 @@ fn vtest_fp32_matches_its_golden_files() {
     check("fp32");
 }
 
+/// Cross-stream batching (4 frames per call on the dynamic-batch INT8 model) changes no
+/// result: the same golden files.
+#[test]
+fn vtest_int8_in_batches_of_4_matches_the_same_golden_files() {
+    check_with("int8", &[("RETAIL_AI__DETECTOR__BATCH_SIZE", "4")]);
+}
+
 fn golden_dir(precision: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/vtest").join(precision)
 }
@@ -54,12 +61,17 @@ fn cpu_kind() -> String {
 }
 
 fn check(precision: &str) {
+    check_with(precision, &[]);
+}
+
+fn check_with(precision: &str, env: &[(&str, &str)]) {
     let out = tempfile::tempdir().unwrap();
     let video = cache_dir().join("media/vtest.avi");
     assert!(video.is_file(), "{} missing: run scripts/setup.sh first", video.display());
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vtest.toml");
     let o = Command::new(env!("CARGO_BIN_EXE_retail-ai"))
         .env("RETAIL_AI__DETECTOR__PRECISION", precision)
+        .envs(env.iter().copied())
         .arg("analyze")
         .arg(&video)
         .arg("--config")
@@ -71,7 +83,7 @@ fn check(precision: &str) {
     assert!(o.status.success(), "analyze failed: {}", String::from_utf8_lossy(&o.stderr));
     let got = render(out.path());
     let dir = golden_dir(precision);
-    if std::env::var_os("RETAIL_AI_UPDATE_GOLDEN").is_some() {
+    if std::env::var_os("RETAIL_AI_UPDATE_GOLDEN").is_some() && env.is_empty() {
         std::fs::create_dir_all(&dir).unwrap();
         for (name, text) in FILES.iter().zip(&got) {
             std::fs::write(dir.join(name), text).unwrap();
@@ -85,6 +97,9 @@ fn check(precision: &str) {
         .map(|n| std::fs::read_to_string(dir.join(n)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(n).display())))
         .collect();
     let made_on = std::fs::read_to_string(dir.join("cpu-kind.txt")).unwrap_or_default();
+    if std::env::var_os("RETAIL_AI_UPDATE_GOLDEN").is_some() {
+        return;
+    }
     if made_on.trim() == cpu_kind() {
         for ((name, g), w) in FILES.iter().zip(&got).zip(&want) {
             same_lines(precision, name, g, w);

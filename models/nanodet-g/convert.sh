@@ -14,12 +14,28 @@ out="$out_dir/nanodet-g.onnx"
 out_int8="$out_dir/nanodet-g-int8.onnx"
 log() { printf '[nanodet-g] %s\n' "$*" >&2; }
 
+qvenv="$home/venv-quantize-ort$ORT_VERSION-onnx$QUANT_ONNX_VERSION"
+
+# Copies of both models with a dynamic batch dimension (nanodet-g[-int8]-batch.onnx), for
+# detector.batch-size > 1.
+batchify() {
+  local model batch
+  for model in "$out" "$out_int8"; do
+    batch="${model%.onnx}-batch.onnx"
+    if [ ! -s "$batch" ]; then
+      "$qvenv/bin/python" "$here/batch.py" "$model" "$batch"
+    fi
+    ln -sfn "$batch" "$home/models/$(basename "$batch")"
+  done
+}
+
 quantize() {
-  if [ -s "$out_int8" ] && [ -f "$out_int8.verified" ]; then
+  if [ -s "$out_int8" ] && [ -f "$out_int8.verified" ] && [ -f "$qvenv/.complete" ]; then
     ln -sfn "$out_int8" "$home/models/nanodet-g-int8.onnx"
+    batchify
     return 0
   fi
-  local qvenv="$home/venv-quantize-ort$ORT_VERSION-onnx$QUANT_ONNX_VERSION" work
+  local work
   if [ ! -f "$qvenv/.complete" ]; then
     log "creating quantisation venv (onnxruntime $ORT_VERSION, onnx $QUANT_ONNX_VERSION)"
     rm -rf "$qvenv"
@@ -42,6 +58,7 @@ quantize() {
   ln -sfn "$out_int8" "$home/models/nanodet-g-int8.onnx"
   rm -rf "$work"
   log "INT8 model ready: $out_int8"
+  batchify
 }
 
 if [ -s "$out" ] && [ -f "$out.verified" ]; then

@@ -33,8 +33,9 @@ pub struct DetectorConfig {
     /// Parallel inference sessions (one single-threaded session per core is fastest);
     /// 0 means one per available core.
     pub workers: usize,
-    /// Frames per inference call, across streams. A model with a fixed batch of 1 runs
-    /// them one by one; 1 (default) sends each frame as soon as it is decoded.
+    /// Frames per inference call, across streams; 1 (default) sends each frame as soon as it
+    /// is decoded. Above 1, the set-up's `<model>-batch.onnx` (dynamic batch dimension) is
+    /// used when `model` is not set; a model with a fixed batch of 1 runs frames one by one.
     pub batch_size: usize,
     /// How long a worker waits for a batch to fill after its first frame, milliseconds.
     pub batch_deadline_ms: u64,

@@ -251,6 +251,7 @@ fn decode(
 
 fn infer_worker(queue: &InferQueue<Queued>, mut backend: Box<dyn InferenceBackend>, batching: Batching) {
     while let Some(batch) = queue.pop_batch(batching.max_frames, batching.deadline) {
+        metrics::histogram!("retail_inference_batch_frames").record(batch.len() as f64);
         let started = Instant::now();
         let result = {
             let pixels: Vec<&[u8]> = batch.iter().map(|t| t.item.frame.pixels.as_slice()).collect();

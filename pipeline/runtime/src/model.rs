@@ -24,7 +24,10 @@ impl ModelChoice {
             Some(p) => Manifest::load(p)?,
             None => Manifest::bundled(),
         };
-        let model_path = manifest.resolve_model(d.model.as_deref(), d.manifest.as_deref(), d.precision)?;
+        let mut model_path = manifest.resolve_model(d.model.as_deref(), d.manifest.as_deref(), d.precision)?;
+        if d.batch_size > 1 && d.model.is_none() {
+            model_path = batch_variant(model_path);
+        }
         let score_threshold = d.score_threshold.unwrap_or(manifest.thresholds.score);
         let nms_iou = d.nms_iou.unwrap_or(manifest.thresholds.nms_iou);
         Ok(ModelChoice { min_score: d.min_score.min(score_threshold), manifest, model_path, score_threshold, nms_iou })
@@ -52,5 +55,18 @@ impl ModelChoice {
             retail_infer::ChannelOrder::Rgb => PixelOrder::Rgb,
         };
         SourceSpec { stream, width, height, order, display }
+    }
+}
+
+/// The set-up's copy of `model` with a dynamic batch dimension (`<stem>-batch.onnx` beside
+/// it), when there is one; else `model`, which then runs one frame per call.
+fn batch_variant(model: PathBuf) -> PathBuf {
+    let stem = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let batch = model.with_file_name(format!("{stem}-batch.onnx"));
+    if batch.is_file() {
+        batch
+    } else {
+        tracing::warn!(model = %model.display(), "no -batch.onnx beside the model (scripts/setup.sh makes it): one frame per call");
+        model
     }
 }
