@@ -19,11 +19,18 @@ impl StreamId {
     /// [`MAX_STREAM_ID_BYTES`], without control characters or `/`: they name files and
     /// appear in logs.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let ok = !s.is_empty() && s.len() <= MAX_STREAM_ID_BYTES && !s.chars().any(|c| c.is_control() || c == '/');
+        // `.` and `..` are refused too: ids name folders (one output folder per stream).
+        let ok = !s.is_empty()
+            && s.len() <= MAX_STREAM_ID_BYTES
+            && !s.chars().any(|c| c.is_control() || c == '/')
+            && s != "."
+            && s != "..";
         if ok {
             Ok(StreamId(s.to_owned()))
         } else {
-            Err(format!("stream id {s:?} must be 1-{MAX_STREAM_ID_BYTES} bytes without '/' or control characters"))
+            Err(format!(
+                "stream id {s:?} must be 1-{MAX_STREAM_ID_BYTES} bytes without '/' or control characters, and not . or .."
+            ))
         }
     }
 }
@@ -422,9 +429,46 @@ impl Serialize for Secret {
     }
 }
 
+/// Any scalar is taken as the secret's text: an environment override such as `123456` reads
+/// as a number, and a type error would otherwise print it.
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret (text)")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+        }
+        d.deserialize_any(Text)
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn dot_stream_ids_are_refused() {
+        for bad in [".", "..", "", "a/b"] {
+            assert!(StreamId::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(StreamId::parse("...").is_ok());
     }
 }
 
@@ -438,6 +482,8 @@ mod secret_tests {
         struct S3 {
             key: Secret,
         }
+        let n: S3 = serde_json::from_str(r#"{"key":123456}"#).unwrap();
+        assert_eq!(n.key.expose(), "123456", "a number-looking secret is still read, never shown in a type error");
         let s: S3 = serde_json::from_str(r#"{"key":"hunter2"}"#).unwrap();
         assert_eq!(s.key.expose(), "hunter2");
         for shown in [format!("{s:?}"), format!("{}", s.key), serde_json::to_string(&s).unwrap()] {

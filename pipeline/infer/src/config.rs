@@ -82,6 +82,15 @@ impl DetectorConfig {
         if !(1..=256).contains(&self.batch_size) {
             return Err(format!("detector.batch-size must be within 1..256, got {}", self.batch_size));
         }
+        if self.queue_frames != 0 && self.queue_frames < self.batch_size {
+            return Err(format!(
+                "detector.queue-frames ({}) must be at least detector.batch-size ({}), or a batch never fills",
+                self.queue_frames, self.batch_size
+            ));
+        }
+        if self.workers > 1024 {
+            return Err(format!("detector.workers must be at most 1024, got {}", self.workers));
+        }
         if self.batch_deadline_ms > 10_000 {
             return Err(format!("detector.batch-deadline-ms must be at most 10000, got {}", self.batch_deadline_ms));
         }

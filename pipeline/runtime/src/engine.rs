@@ -21,7 +21,7 @@ use retail_ingest::{FrameSource, IngestError, VideoFrame};
 use tracing::{info, warn};
 
 use crate::progress::{PROGRESS_EVERY, StageTotals};
-use crate::queue::{InferQueue, Pushed};
+use crate::queue::{InferQueue, Pushed, Taken};
 use crate::stream::{Analysed, ModelFacts, StreamAnalysis, StreamJob};
 use crate::{Config, ModelChoice, RuntimeError, StreamProgress, Summary};
 
@@ -45,9 +45,25 @@ struct Queued {
 enum Outcome {
     Inferred { seq: u64, frame: VideoFrame, detections: Vec<Detection>, times: [Duration; 3] },
     Dropped(u64),
-    Failed(Arc<InferError>),
+    Failed(Failure),
     SourceEnd { frames: u64 },
     SourceFailed(IngestError),
+}
+
+/// Why inference gave no result for a frame.
+#[derive(Clone, Debug)]
+enum Failure {
+    Infer(Arc<InferError>),
+    Worker(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Infer(e) => write!(f, "{e}"),
+            Failure::Worker(reason) => f.write_str(reason),
+        }
+    }
 }
 
 /// A pool of inference workers serving any number of streams.
@@ -60,7 +76,11 @@ pub struct Engine {
 
 impl Engine {
     /// Starts one worker per backend.
-    pub fn new(backends: Vec<Box<dyn InferenceBackend>>, batching: Batching, model: &ModelChoice) -> Self {
+    pub fn new(
+        backends: Vec<Box<dyn InferenceBackend>>,
+        batching: Batching,
+        model: &ModelChoice,
+    ) -> Result<Self, RuntimeError> {
         let queue = Arc::new(InferQueue::default());
         let facts = ModelFacts {
             name: model.manifest.name.clone(),
@@ -68,18 +88,17 @@ impl Engine {
             score_threshold: model.score_threshold,
             workers: backends.len(),
         };
-        let workers = backends
-            .into_iter()
-            .enumerate()
-            .map(|(i, backend)| {
-                let queue = queue.clone();
-                std::thread::Builder::new()
-                    .name(format!("infer-{i}"))
-                    .spawn(move || infer_worker(&queue, backend, batching))
-                    .expect("spawn inference worker")
-            })
-            .collect();
-        Engine { queue, workers, batching, model: facts }
+        // Built first so that a failed spawn shuts down the workers already started.
+        let mut engine = Engine { queue: queue.clone(), workers: Vec::new(), batching, model: facts };
+        for (i, backend) in backends.into_iter().enumerate() {
+            let queue = queue.clone();
+            let worker = std::thread::Builder::new()
+                .name(format!("infer-{i}"))
+                .spawn(move || infer_worker(&queue, backend, batching))
+                .map_err(|e| RuntimeError::Internal(format!("cannot start inference worker {i}: {e}")))?;
+            engine.workers.push(worker);
+        }
+        Ok(engine)
     }
 
     /// Loads the config's model once per worker and starts the engine.
@@ -98,12 +117,14 @@ impl Engine {
             );
         }
         let batching = Batching {
-            max_frames: d.batch_size,
+            // A fixed-batch model takes frames one per call: a worker holding several would
+            // only keep them from the other workers.
+            max_frames: d.batch_size.min(per_call),
             deadline: Duration::from_millis(d.batch_deadline_ms),
             queue_frames: d.resolved_queue_frames(),
         };
         info!(model = %model.model_path.display(), workers = backends.len(), batch = d.batch_size, "model loaded");
-        Ok(Engine::new(backends, batching, model))
+        Engine::new(backends, batching, model)
     }
 
     pub fn workers(&self) -> usize {
@@ -116,6 +137,7 @@ impl Engine {
         let analysis = StreamAnalysis::new(&job, &self.model)?;
         let id = self.queue.register(self.batching.queue_frames, job.source.backpressure());
         let cancel = Arc::new(AtomicBool::new(false));
+        let cancelled = Arc::new(AtomicBool::new(false));
         let (tx, rx) = unbounded();
         let stream = job.stream.0.clone();
         let expected = job.source.info().estimated_frames();
@@ -133,19 +155,29 @@ impl Engine {
                 id,
                 stream: stream.clone(),
                 cancel: cancel.clone(),
+                cancelled: cancelled.clone(),
                 progress: job.progress,
                 expected,
             };
-            std::thread::Builder::new()
-                .name(format!("collect-{id}"))
-                .spawn(move || ctx.run(analysis, &rx))
-                .map_err(|e| RuntimeError::Internal(format!("spawn collector: {e}")))?
+            let spawned =
+                std::thread::Builder::new().name(format!("collect-{id}")).spawn(move || ctx.run(analysis, &rx));
+            match spawned {
+                Ok(c) => c,
+                Err(e) => {
+                    cancel.store(true, Ordering::SeqCst);
+                    self.queue.close(id);
+                    let _ = decoder.join();
+                    self.queue.unregister(id);
+                    return Err(RuntimeError::Internal(format!("stream {stream}: cannot start its collector: {e}")));
+                }
+            }
         };
         Ok(StreamHandle {
             id,
             stream,
             queue: self.queue.clone(),
             cancel,
+            cancelled,
             decoder: Some(decoder),
             collector: Some(collector),
         })
@@ -166,7 +198,10 @@ pub struct StreamHandle {
     id: u64,
     stream: String,
     queue: Arc<InferQueue<Queued>>,
+    /// Stops the decoder (set by a cancel and whenever the collector ends).
     cancel: Arc<AtomicBool>,
+    /// The caller cancelled the stream.
+    cancelled: Arc<AtomicBool>,
     decoder: Option<JoinHandle<()>>,
     collector: Option<JoinHandle<Result<Summary, RuntimeError>>>,
 }
@@ -179,6 +214,7 @@ impl StreamHandle {
     /// Stops this stream soon (the other streams go on); [`join`](Self::join) then returns
     /// [`RuntimeError::Cancelled`] and nothing of it is left in the output locations.
     pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
         self.cancel.store(true, Ordering::SeqCst);
         self.queue.close(self.id);
     }
@@ -252,33 +288,54 @@ fn decode(
 fn infer_worker(queue: &InferQueue<Queued>, mut backend: Box<dyn InferenceBackend>, batching: Batching) {
     while let Some(batch) = queue.pop_batch(batching.max_frames, batching.deadline) {
         metrics::histogram!("retail_inference_batch_frames").record(batch.len() as f64);
-        let started = Instant::now();
-        let result = {
-            let pixels: Vec<&[u8]> = batch.iter().map(|t| t.item.frame.pixels.as_slice()).collect();
-            backend.detect_batch(&pixels)
-        };
-        let per_frame = started.elapsed() / batch.len().max(1) as u32;
-        match result {
-            Ok(all) => {
-                for (t, detections) in batch.into_iter().zip(all) {
-                    let Queued { frame, reply, decode } = t.item;
-                    let times = [decode, t.waited, per_frame];
-                    let out = Outcome::Inferred { seq: t.seq, frame, detections, times };
-                    if reply.send(out).is_err() {
-                        queue.done(t.stream, 1); // the stream has gone: free its room
-                    }
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, frames = batch.len(), "inference failed; the streams in this batch stop");
-                let e = Arc::new(e);
-                for t in batch {
-                    let _ = t.item.reply.send(Outcome::Failed(e.clone()));
-                    queue.done(t.stream, 1);
-                }
+        if let Err(batch) = detect_and_reply(queue, backend.as_mut(), batch) {
+            // A failed batch is retried frame by frame, so that only the streams whose frames
+            // fail on their own stop.
+            for t in batch {
+                let _ = detect_and_reply(queue, backend.as_mut(), vec![t]);
             }
         }
     }
+}
+
+/// Runs one call on `frames` and sends each its result. On failure (an error, a panic, a
+/// wrong number of results) a batch of several is handed back untouched, and a batch of one
+/// gets the error.
+fn detect_and_reply(
+    queue: &InferQueue<Queued>,
+    backend: &mut dyn InferenceBackend,
+    frames: Vec<Taken<Queued>>,
+) -> Result<(), Vec<Taken<Queued>>> {
+    let started = Instant::now();
+    let result = {
+        let pixels: Vec<&[u8]> = frames.iter().map(|t| t.item.frame.pixels.as_slice()).collect();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.detect_batch(&pixels)))
+    };
+    let failure = match result {
+        Ok(Ok(all)) if all.len() == frames.len() => {
+            let per_frame = started.elapsed() / frames.len() as u32;
+            for (t, detections) in frames.into_iter().zip(all) {
+                let Queued { frame, decode, reply } = t.item;
+                let out = Outcome::Inferred { seq: t.seq, frame, detections, times: [decode, t.waited, per_frame] };
+                if reply.send(out).is_err() {
+                    queue.done(t.stream, 1); // the stream has gone: free its room
+                }
+            }
+            return Ok(());
+        }
+        Ok(Ok(all)) => Failure::Worker(format!("{} results for {} frames", all.len(), frames.len())),
+        Ok(Err(e)) => Failure::Infer(Arc::new(e)),
+        Err(_) => Failure::Worker(format!("inference panicked ({})", backend.name())),
+    };
+    if frames.len() > 1 {
+        return Err(frames);
+    }
+    warn!(error = %failure, "inference failed; its stream stops");
+    for t in frames {
+        let _ = t.item.reply.send(Outcome::Failed(failure.clone()));
+        queue.done(t.stream, 1);
+    }
+    Ok(())
 }
 
 struct Collector {
@@ -286,6 +343,7 @@ struct Collector {
     id: u64,
     stream: String,
     cancel: Arc<AtomicBool>,
+    cancelled: Arc<AtomicBool>,
     progress: Option<crate::ProgressFn>,
     expected: Option<u64>,
 }
@@ -310,7 +368,12 @@ impl Collector {
         self.cancel.store(true, Ordering::SeqCst);
         self.queue.close(self.id);
         let (frames, video_s) = (analysis.frames, analysis.last_end_ns as f64 / 1e9);
-        let result = result.and_then(|()| analysis.finish());
+        let result = result.and_then(|()| {
+            if self.cancelled.load(Ordering::SeqCst) {
+                return Err(RuntimeError::Cancelled { stream: self.stream.clone() });
+            }
+            analysis.finish()
+        });
         self.report(frames, video_s, true, &t);
         result
     }
@@ -318,15 +381,19 @@ impl Collector {
     fn collect(&self, a: &mut StreamAnalysis, rx: &Receiver<Outcome>, t: &mut Tally) -> Result<(), RuntimeError> {
         let mut pending: BTreeMap<u64, Outcome> = BTreeMap::new();
         while t.end != Some(t.next) {
-            if self.cancel.load(Ordering::Relaxed) {
+            if self.cancelled.load(Ordering::Relaxed) {
                 return Err(RuntimeError::Cancelled { stream: self.stream.clone() });
             }
             let msg = match rx.recv_timeout(PROGRESS_EVERY) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => continue,
+                // Every sender is gone: the decoder stopped at a cancel or an engine shutdown.
+                Err(RecvTimeoutError::Disconnected) if self.cancelled.load(Ordering::SeqCst) => {
+                    return Err(RuntimeError::Cancelled { stream: self.stream.clone() });
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(RuntimeError::Internal(format!(
-                        "stream {}: decoder stopped without a word",
+                        "stream {}: the engine shut down before the stream ended",
                         self.stream
                     )));
                 }
@@ -334,7 +401,12 @@ impl Collector {
             match msg {
                 Outcome::SourceEnd { frames } => t.end = Some(frames),
                 Outcome::SourceFailed(e) => return Err(e.into()),
-                Outcome::Failed(source) => return Err(RuntimeError::Inference { stream: self.stream.clone(), source }),
+                Outcome::Failed(Failure::Infer(source)) => {
+                    return Err(RuntimeError::Inference { stream: self.stream.clone(), source });
+                }
+                Outcome::Failed(Failure::Worker(reason)) => {
+                    return Err(RuntimeError::InferenceWorker { stream: self.stream.clone(), reason });
+                }
                 Outcome::Dropped(seq) => {
                     pending.insert(seq, Outcome::Dropped(seq));
                 }
@@ -343,8 +415,12 @@ impl Collector {
                 }
             }
             while let Some(m) = pending.remove(&t.next) {
+                // A dropped frame never held a place of its own (it gave it to a newer one).
+                let inferred = matches!(m, Outcome::Inferred { .. });
                 self.consume(a, m, t)?;
-                self.queue.done(self.id, 1);
+                if inferred {
+                    self.queue.done(self.id, 1);
+                }
                 t.next += 1;
             }
             if t.reported.elapsed() >= PROGRESS_EVERY {
@@ -382,6 +458,7 @@ impl Collector {
             f(&StreamProgress {
                 frames,
                 frames_dropped: t.dropped,
+                frames_waiting: self.queue.waiting(self.id),
                 expected_frames: self.expected,
                 video_s,
                 elapsed_s: t.started.elapsed().as_secs_f64(),

@@ -28,6 +28,10 @@ pub enum RuntimeError {
         #[source]
         source: Arc<InferError>,
     },
+    /// An inference worker gave no result for a frame of this stream (it panicked, or
+    /// returned the wrong number of results).
+    #[error("stream {stream}: inference failed: {reason}")]
+    InferenceWorker { stream: String, reason: String },
     /// Writing the Parquet aggregates failed.
     #[error(transparent)]
     Lake(#[from] LakeError),

@@ -27,6 +27,8 @@ pub struct StreamProgress {
     pub frames: u64,
     /// Frames dropped because the pipeline could not keep up (live sources only).
     pub frames_dropped: u64,
+    /// Frames waiting for inference now: a live stream's backlog.
+    pub frames_waiting: usize,
     /// Frames the source is expected to give (files), when known.
     pub expected_frames: Option<u64>,
     /// Seconds of video processed: the end of the last frame analysed.

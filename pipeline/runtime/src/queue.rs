@@ -182,6 +182,11 @@ impl<T> InferQueue<T> {
         self.room.notify_all();
     }
 
+    /// Frames of `stream` waiting for a worker now.
+    pub fn waiting(&self, stream: u64) -> usize {
+        self.lock().streams.get(&stream).map_or(0, |q| q.waiting.len())
+    }
+
     /// Closes a stream: its waiting frames are dropped and returned (by sequence number),
     /// later pushes are refused, and a producer waiting for room wakes up. Other streams go on.
     pub fn close(&self, stream: u64) -> Vec<u64> {

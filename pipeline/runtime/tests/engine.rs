@@ -129,3 +129,131 @@ fn a_live_source_that_outruns_inference_drops_frames_and_counts_them() {
     assert_eq!(summary.frames, p.frames);
     assert!(p.latency.infer_ms > 0.0 && p.latency.analyse_ms >= 0.0, "{p:?}");
 }
+
+/// A stand-in detector for the engine's own logic: takes `max_batch` frames per call,
+/// `delay` per call; fails a batch holding a frame whose first byte is 255 (or panics,
+/// with `panic`).
+struct FakeBackend {
+    max_batch: usize,
+    delay: std::time::Duration,
+    panic: bool,
+}
+
+impl retail_infer::InferenceBackend for FakeBackend {
+    fn name(&self) -> &str {
+        "fake"
+    }
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+    fn frame_bytes(&self) -> usize {
+        0
+    }
+    fn detect_batch(&mut self, frames: &[&[u8]]) -> Result<Vec<Vec<retail_core::Detection>>, retail_infer::InferError> {
+        std::thread::sleep(self.delay);
+        if frames.iter().any(|f| f.first() == Some(&255)) {
+            assert!(!self.panic, "fake backend panics on a marked frame");
+            return Err(retail_infer::InferError::FrameSize { got: 255, expected: 0 });
+        }
+        Ok(frames.iter().map(|_| Vec::new()).collect())
+    }
+}
+
+fn fake_engine(workers: usize, batch: usize, queue_frames: usize, delay_ms: u64, panic: bool) -> Engine {
+    let model = ModelChoice::resolve(&Config::default()).unwrap();
+    let backends: Vec<Box<dyn retail_infer::InferenceBackend>> = (0..workers)
+        .map(|_| {
+            Box::new(FakeBackend { max_batch: batch, delay: std::time::Duration::from_millis(delay_ms), panic })
+                as Box<dyn retail_infer::InferenceBackend>
+        })
+        .collect();
+    let batching =
+        retail_runtime::Batching { max_frames: batch, deadline: std::time::Duration::from_millis(5), queue_frames };
+    Engine::new(backends, batching, &model).unwrap()
+}
+
+fn camera_job(
+    name: &str,
+    limit: u64,
+    marked: bool,
+    policy_live: bool,
+    progress: Option<retail_runtime::ProgressFn>,
+) -> StreamJob {
+    let info = VideoInfo { width: 64, height: 48, fps: Some(25.0), duration_ns: None };
+    let frame = VideoFrame {
+        stream: StreamId::from(name),
+        index: 0,
+        pts_ns: 0,
+        duration_ns: Some(40_000_000),
+        pixels: vec![if marked { 255 } else { 0 }; 16],
+        display: None,
+    };
+    let source: Box<dyn FrameSource> = if policy_live {
+        Box::new(FastCamera { frame, info, sent: Arc::new(AtomicU64::new(0)), limit })
+    } else {
+        Box::new(FileLike(FastCamera { frame, info, sent: Arc::new(AtomicU64::new(0)), limit }))
+    };
+    StreamJob {
+        source,
+        tenant: Default::default(),
+        stream: StreamId::from(name),
+        start_time_us: 0,
+        analytics: Default::default(),
+        tracker: Default::default(),
+        outputs: OutputSpec::default(),
+        bus: memory_bus(name),
+        flush_timeout_s: 10,
+        progress,
+    }
+}
+
+/// The fast camera, but waiting for room like a file.
+struct FileLike(FastCamera);
+
+impl FrameSource for FileLike {
+    fn info(&self) -> &VideoInfo {
+        self.0.info()
+    }
+    fn next_frame(&mut self) -> Result<Option<VideoFrame>, IngestError> {
+        self.0.next_frame()
+    }
+    fn backpressure(&self) -> Backpressure {
+        Backpressure::Wait
+    }
+    fn describe(&self) -> String {
+        "file-like".into()
+    }
+}
+
+/// A live stream's backlog stays within its bound however far the camera outruns
+/// inference (each dropped frame must not free a place it never held).
+#[test]
+fn a_live_backlog_never_grows_past_its_bound() {
+    let engine = fake_engine(1, 1, 3, 15, false);
+    let most = Arc::new(AtomicU64::new(0));
+    let progress: retail_runtime::ProgressFn = {
+        let most = most.clone();
+        Arc::new(move |p: &StreamProgress| {
+            most.fetch_max(p.frames_waiting as u64, Ordering::SeqCst);
+        })
+    };
+    let job = camera_job("cam", 3000, false, true, Some(progress));
+    let s = engine.start(job).unwrap().join().unwrap();
+    assert!(s.frames > 0);
+    assert!(most.load(Ordering::SeqCst) <= 3, "backlog reached {} frames, bound 3", most.load(Ordering::SeqCst));
+}
+
+/// A batch that fails because of one stream's frame is retried frame by frame: that
+/// stream stops with the error, the stream sharing its batches loses nothing.
+#[test]
+fn a_failing_frame_stops_only_its_own_stream() {
+    for panic in [false, true] {
+        let engine = fake_engine(1, 4, 8, 2, panic);
+        let bad = engine.start(camera_job("bad", 200, true, false, None)).unwrap();
+        let good = engine.start(camera_job("good", 200, false, false, None)).unwrap();
+        let err = bad.join().unwrap_err().to_string();
+        assert!(err.contains("stream bad") && err.contains("inference failed"), "{err}");
+        let s = good.join().unwrap_or_else(|e| panic!("panic={panic}: the good stream failed: {e}"));
+        assert_eq!(s.frames, 200, "panic={panic}");
+    }
+}
