@@ -63,6 +63,32 @@ impl MinuteAggregator {
         MinuteAggregator { stream: stream.to_owned(), lines, zones, minutes: BTreeMap::new() }
     }
 
+    /// The aggregator of one lake window (one tenant, stream and minute): its lines and
+    /// zones are those its events name, in name order, so a line with no crossing that
+    /// minute has no row (the lake does not know the stream's config).
+    pub fn of_window(events: &[Event]) -> Self {
+        let mut lines: Vec<String> = Vec::new();
+        let mut zones: Vec<String> = Vec::new();
+        for e in events {
+            match &e.kind {
+                EventKind::LineCrossing { line, .. } => lines.push(line.clone()),
+                EventKind::ZoneEnter { zone }
+                | EventKind::ZoneExit { zone, .. }
+                | EventKind::ZoneOccupancy { zone, .. } => zones.push(zone.clone()),
+            }
+        }
+        for names in [&mut lines, &mut zones] {
+            names.sort();
+            names.dedup();
+        }
+        let stream = events.first().map(|e| e.stream.0.as_str()).unwrap_or_default();
+        let mut a = MinuteAggregator::new(stream, lines, zones);
+        for e in events {
+            a.observe_event(e);
+        }
+        a
+    }
+
     fn minute(&mut self, time_us: i64) -> &mut Minute {
         let (nl, nz) = (self.lines.len(), self.zones.len());
         self.minutes.entry(minute_of(time_us)).or_insert_with(|| Minute {

@@ -210,9 +210,8 @@ impl LakeStore {
     /// Writes a closed window: the aggregates first, the events file last, because the events
     /// file is what marks the window as written after a restart.
     pub async fn write_window(&self, w: &ClosedWindow) -> Result<(), LakeError> {
-        let m = w.key.minute_us;
-        self.put_parquet(&Self::minute_file("line_counts", &w.key), &tables::line_counts_batch(m, &w.events)?).await?;
-        self.put_parquet(&Self::minute_file("zone_occupancy", &w.key), &tables::zone_occupancy_batch(m, &w.events)?)
+        self.put_parquet(&Self::minute_file("line_counts", &w.key), &tables::line_counts_batch(&w.events)?).await?;
+        self.put_parquet(&Self::minute_file("zone_occupancy", &w.key), &tables::zone_occupancy_batch(&w.events)?)
             .await?;
         // The footer says whether the window may be reopened by on-time events after a restart.
         let state = if w.is_final { "final" } else { "early" };

@@ -14,7 +14,6 @@
 //! * `late_events`: the `events` columns plus `partition`, `offset`: events that arrived after
 //!   their minute was written.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::{
@@ -166,86 +165,16 @@ pub fn late_events_batch(late: &[(i32, i64, Event)]) -> Result<RecordBatch, Lake
     RecordBatch::try_new(late_events_schema(), cols).map_err(arrow_err("late_events"))
 }
 
-/// Per-minute line counts of one window's events.
-pub fn line_counts_batch(minute_us: i64, events: &[Event]) -> Result<RecordBatch, LakeError> {
-    let mut counts: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
-    for e in events {
-        if let EventKind::LineCrossing { line, direction } = &e.kind {
-            let c = counts.entry((e.stream.0.as_str(), line.as_str())).or_default();
-            match direction {
-                Direction::In => c.0 += 1,
-                Direction::Out => c.1 += 1,
-            }
-        }
-    }
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(counts.keys().map(|k| k.0).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(counts.keys().map(|k| k.1).collect::<Vec<_>>())),
-        Arc::new(TimestampMicrosecondArray::from(vec![minute_us; counts.len()]).with_timezone("UTC")),
-        Arc::new(Int64Array::from(counts.values().map(|c| c.0).collect::<Vec<_>>())),
-        Arc::new(Int64Array::from(counts.values().map(|c| c.1).collect::<Vec<_>>())),
-    ];
-    RecordBatch::try_new(lake_line_counts_schema(), cols).map_err(arrow_err("line_counts"))
+/// Per-minute line counts of one window's events: the same code as `retail-ai analyze`'s
+/// `aggregates/line_counts.parquet` ([`MinuteAggregator`](crate::MinuteAggregator)).
+pub fn line_counts_batch(events: &[Event]) -> Result<RecordBatch, LakeError> {
+    crate::MinuteAggregator::of_window(events).line_counts()
 }
 
-#[derive(Default)]
-struct ZoneMinute {
-    frames: i64,
-    peak: i64,
-    occupancy_sum: i64,
-    entries: i64,
-    exits: i64,
-    dwell_s: f64,
-}
-
-/// Per-minute zone occupancy, entries, exits and dwell of one window's events.
-pub fn zone_occupancy_batch(minute_us: i64, events: &[Event]) -> Result<RecordBatch, LakeError> {
-    let mut zones: BTreeMap<(&str, &str), ZoneMinute> = BTreeMap::new();
-    for e in events {
-        let zone = match &e.kind {
-            EventKind::ZoneEnter { zone }
-            | EventKind::ZoneExit { zone, .. }
-            | EventKind::ZoneOccupancy { zone, .. } => zone,
-            EventKind::LineCrossing { .. } => continue,
-        };
-        let m = zones.entry((e.stream.0.as_str(), zone.as_str())).or_default();
-        match &e.kind {
-            EventKind::ZoneEnter { .. } => m.entries += 1,
-            EventKind::ZoneExit { dwell_s, .. } => {
-                m.exits += 1;
-                m.dwell_s += dwell_s;
-            }
-            EventKind::ZoneOccupancy { frames, peak, occupancy_sum, .. } => {
-                m.frames += *frames as i64;
-                m.peak = m.peak.max(*peak as i64);
-                m.occupancy_sum += *occupancy_sum as i64;
-            }
-            EventKind::LineCrossing { .. } => {}
-        }
-    }
-    let col_i64 = |f: &dyn Fn(&ZoneMinute) -> i64| -> ArrayRef {
-        Arc::new(Int64Array::from(zones.values().map(f).collect::<Vec<_>>()))
-    };
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(zones.keys().map(|k| k.0).collect::<Vec<_>>())),
-        Arc::new(StringArray::from(zones.keys().map(|k| k.1).collect::<Vec<_>>())),
-        Arc::new(TimestampMicrosecondArray::from(vec![minute_us; zones.len()]).with_timezone("UTC")),
-        col_i64(&|z| z.frames),
-        col_i64(&|z| z.peak),
-        Arc::new(Float64Array::from(
-            zones
-                .values()
-                .map(|z| if z.frames > 0 { z.occupancy_sum as f64 / z.frames as f64 } else { 0.0 })
-                .collect::<Vec<_>>(),
-        )),
-        col_i64(&|z| z.entries),
-        col_i64(&|z| z.exits),
-        Arc::new(Float64Array::from(
-            zones.values().map(|z| (z.exits > 0).then(|| z.dwell_s / z.exits as f64)).collect::<Vec<_>>(),
-        )),
-        Arc::new(Float64Array::from(zones.values().map(|z| z.dwell_s).collect::<Vec<_>>())),
-    ];
-    RecordBatch::try_new(lake_zone_occupancy_schema(), cols).map_err(arrow_err("zone_occupancy"))
+/// Per-minute zone occupancy, entries, exits and dwell of one window's events (the same
+/// code as `analyze`'s `aggregates/zone_occupancy.parquet`).
+pub fn zone_occupancy_batch(events: &[Event]) -> Result<RecordBatch, LakeError> {
+    crate::MinuteAggregator::of_window(events).zone_occupancy()
 }
 
 /// Events back from `events` batches (the tenant comes from the file's path). Used to reopen
