@@ -126,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let batches = rt.block_on(query(&store, "default", sql))?;
         latency.push(started.elapsed().as_secs_f64() * 1000.0);
-        result_rows = batches.iter().map(|b| b.num_rows()).sum::<usize>();
+        result_rows = batches.iter().map(arrow_array::RecordBatch::num_rows).sum::<usize>();
     }
     println!("{:<66} {:>12}", "measurement (median)", "value");
     println!(

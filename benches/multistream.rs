@@ -111,7 +111,7 @@ fn main() -> anyhow::Result<()> {
         let ratio = ratio.map(|r| format!("{r:.2}x")).unwrap_or_default();
         table.push_str(&format!("{name:<width$}  {fps:>10.1}  {ratio:>8}\n"));
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     table.push_str(&format!("reps={reps}, cores={cores}, int8, vtest.avi ({FRAMES} frames) per file\n"));
     print!("{table}");
     Ok(())

@@ -116,7 +116,7 @@ fn main() -> anyhow::Result<()> {
     let mut fp32_config = Config::default();
     fp32_config.detector.precision = Precision::Fp32;
     let model_fp32 = ModelChoice::resolve(&fp32_config)?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut clips = vec![("vtest.avi 768x576 MPEG-4", vtest.clone())];
     if !args.no_1080p {
         clips.push(("1080p H.264 (x264enc)", make_1080p(&vtest)?));

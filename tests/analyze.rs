@@ -111,7 +111,7 @@ fn vtest_end_to_end_counts_agree_everywhere() {
     assert_eq!(parquet_sum(&lines, "out_count"), outs);
     // 79.5 s starting at 09:00:00 covers two minutes: two rows for the one line.
     let batches = retail_lake::read_parquet(&lines).unwrap();
-    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+    assert_eq!(batches.iter().map(arrow_array::RecordBatch::num_rows).sum::<usize>(), 2);
 
     let entries = events.iter().filter(|e| e["kind"] == "zone_enter").count() as i64;
     let exits: Vec<&Value> = events.iter().filter(|e| e["kind"] == "zone_exit").collect();

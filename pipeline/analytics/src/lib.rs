@@ -3,6 +3,8 @@
 //! dwell time per visit. All geometry is normalised to 0..1 so a config survives a change of
 //! camera resolution.
 
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+
 mod analyzer;
 mod config;
 mod geometry;

@@ -20,10 +20,10 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
 
 pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
     let value: serde_json::Value = serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    match value.get("schema_version").and_then(|v| v.as_u64()) {
+    match value.get("schema_version").and_then(serde_json::Value::as_u64) {
         Some(v) if v == EVENT_SCHEMA_VERSION as u64 => {}
         other => {
-            return Err(DecodeError::UnknownVersion(other.map(|v| v.to_string()).unwrap_or_else(|| "missing".into())));
+            return Err(DecodeError::UnknownVersion(other.map_or_else(|| "missing".into(), |v| v.to_string())));
         }
     }
     serde_json::from_value(value).map_err(|e| DecodeError::Invalid(e.to_string()))

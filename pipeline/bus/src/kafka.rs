@@ -193,7 +193,7 @@ impl KafkaProducer {
                         results: &results,
                         shared: &shared,
                     };
-                    Sender::new(link, setup, producer).run()
+                    Sender::new(link, setup, producer).run();
                 })
                 .map_err(|e| kafka_err(&config.url, "sender thread", e))?
         };
@@ -219,9 +219,10 @@ impl KafkaProducer {
 }
 
 fn default_spool_dir() -> PathBuf {
-    let base = std::env::var_os("RETAIL_AI_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/")).join(".cache/retail-ai")
-    });
+    let base = std::env::var_os("RETAIL_AI_HOME").map_or_else(
+        || std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from).join(".cache/retail-ai"),
+        PathBuf::from,
+    );
     base.join("spool")
 }
 
@@ -591,7 +592,12 @@ impl KafkaConsumer {
 
     /// Partitions this member holds now.
     pub fn assigned_partitions(&self) -> Vec<i32> {
-        self.consumer.assignment().map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect()).unwrap_or_default()
+        self.consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements().iter().map(rdkafka::topic_partition_list::TopicPartitionListElem::partition).collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A member that has held no partition for a while rejoins the group, backing off (doubling,

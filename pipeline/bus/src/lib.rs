@@ -12,6 +12,8 @@
 //! producer for the same bus adopts the spools of processes that are gone ([`spool_dir`]).
 //! Redelivery after a crash can repeat events; consumers drop repeats by `event_id`.
 
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+
 mod codec;
 mod config;
 mod error;

@@ -60,7 +60,7 @@ impl MemoryBus {
             .topics
             .entry(topic.to_owned())
             .or_insert_with(|| vec![Partition::default(); self.partitions as usize]);
-        let index = key.map(|k| partition_for(k, parts.len() as i32)).unwrap_or(0) as usize;
+        let index = key.map_or(0, |k| partition_for(k, parts.len() as i32)) as usize;
         let p = &mut parts[index];
         p.messages.push_back((key.map(<[u8]>::to_vec), payload.to_vec()));
         if p.messages.len() > RETAIN_PER_PARTITION {

@@ -97,7 +97,7 @@ impl Spool {
         let lock = lock(dir)?;
         let mut firsts: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
             .map_err(io_err(dir))?
-            .filter_map(|e| e.ok())
+            .filter_map(std::result::Result::ok)
             .filter_map(|e| {
                 let first = e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok()?;
                 Some((first, e.path()))

@@ -97,7 +97,7 @@ fn older_than(path: &Path, age: Duration) -> bool {
 fn spool_dirs(root: &Path) -> Result<Vec<PathBuf>, BusError> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .map_err(io_err(root))?
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(PREFIX) || n.starts_with(CREATING)))
         .map(|e| e.path())

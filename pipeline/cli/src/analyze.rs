@@ -61,7 +61,7 @@ pub fn render_table(s: &Summary, out_dir: Option<&Path>) -> String {
         row(&mut t, &format!("line {name}"), format!("in {}  out {}", l.ins, l.outs));
     }
     for (name, z) in &s.zones {
-        let dwell = z.mean_dwell_s.map(|d| format!("{d:.1} s")).unwrap_or_else(|| "-".into());
+        let dwell = z.mean_dwell_s.map_or_else(|| "-".into(), |d| format!("{d:.1} s"));
         row(&mut t, &format!("zone {name}"), format!("peak {}  visits {}  mean dwell {dwell}", z.peak, z.visits));
     }
     if let Some(dir) = out_dir {

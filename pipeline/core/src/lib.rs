@@ -3,6 +3,8 @@
 //! Geometry is normalised: x and y run from 0 to 1 across the frame, so boxes, lines and zones
 //! survive a change of resolution between cameras, uploads and model inputs.
 
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -104,6 +104,10 @@ impl DetectorConfig {
 
     /// Number of inference sessions to run.
     pub fn resolved_workers(&self) -> usize {
-        if self.workers > 0 { self.workers } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) }
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        }
     }
 }

@@ -5,6 +5,8 @@
 //! normalisation, output decoder, labels). The decoder is chosen by the manifest through the
 //! [`OutputDecoder`] trait, so a customer's YOLOv8-style export works without code changes.
 
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+
 mod backend;
 mod config;
 mod decode;

@@ -6,6 +6,8 @@
 //! first costs 35-40 % more CPU. Frames leave through an `appsink` with a bounded queue, so a
 //! slow consumer stalls decoding instead of buffering without limit.
 
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+
 mod config;
 mod encode;
 mod error;

@@ -240,7 +240,7 @@ impl FileSource {
             width: info.width(),
             height: info.height(),
             fps: (fps.numer() > 0 && fps.denom() > 0).then(|| fps.numer() as f64 / fps.denom() as f64),
-            duration_ns: self.pipeline.query_duration::<gst::ClockTime>().map(|d| d.nseconds()),
+            duration_ns: self.pipeline.query_duration::<gst::ClockTime>().map(gstreamer::ClockTime::nseconds),
         };
         self.pipeline
             .set_state(gst::State::Playing)
@@ -299,8 +299,8 @@ impl FileSource {
             return Ok(None);
         };
         let buffer = sample.buffer().ok_or_else(|| self.decode_err("sample without buffer"))?;
-        let pts_ns = buffer.pts().map(|p| p.nseconds()).unwrap_or(self.last_end_ns);
-        let duration_ns = buffer.duration().map(|d| d.nseconds());
+        let pts_ns = buffer.pts().map_or(self.last_end_ns, gstreamer::ClockTime::nseconds);
+        let duration_ns = buffer.duration().map(gstreamer::ClockTime::nseconds);
         let caps = sample.caps().ok_or_else(|| self.decode_err("sample without caps"))?;
         let vinfo = gst_video::VideoInfo::from_caps(caps).map_err(|e| self.decode_err(&e.to_string()))?;
         let map = buffer.map_readable().map_err(|e| self.decode_err(&e.to_string()))?;
@@ -359,7 +359,7 @@ impl FileSource {
         }
         if let Some(duration) = self.info.duration_ns {
             // One frame of slack: containers round their durations.
-            let frame_ns = self.info.fps.map(|f| (1e9 / f) as u64).unwrap_or(0);
+            let frame_ns = self.info.fps.map_or(0, |f| (1e9 / f) as u64);
             let decoded = self.last_end_ns + frame_ns;
             // The container's duration covers all streams; audio often runs a little longer
             // than video, so a short gap is not truncation.

@@ -11,6 +11,8 @@
 //! `exits` Int64, `mean_dwell_s` Float64 (null when no visit ended in the minute),
 //! `total_dwell_s` Float64 — dwell is attributed to the minute the visit ended.
 
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+
 mod aggregate;
 mod compact;
 mod error;

@@ -190,8 +190,7 @@ impl TimeBounds {
             format!("old (lake.max-age-days = {})", self.past_us / 86_400_000_000)
         };
         let when = chrono::DateTime::from_timestamp_micros(event.time_us)
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_else(|| format!("{} µs", event.time_us));
+            .map_or_else(|| format!("{} µs", event.time_us), |t| t.to_rfc3339());
         Err(format!("event time {when} of stream `{}` is {} s {what}", event.stream, skew / 1_000_000))
     }
 }

@@ -170,7 +170,7 @@ async fn aggregate_query_and_recover(store: LakeStore) {
     )
     .await
     .unwrap();
-    let rows: usize = hourly.iter().map(|b| b.num_rows()).sum();
+    let rows: usize = hourly.iter().map(arrow_array::RecordBatch::num_rows).sum();
     assert_eq!(rows, 2);
     // Tenants never see each other, and nothing but reading is allowed.
     let err = query(&store, "initech", "SELECT 1").await.unwrap_err();
@@ -222,7 +222,7 @@ async fn late_events_go_to_their_own_table() {
         .unwrap();
     assert_eq!(stats.late, 2, "{stats:?}");
     let late = query(&store, "acme", "SELECT track_id FROM late_events").await.unwrap();
-    assert_eq!(late.iter().map(|b| b.num_rows()).sum::<usize>(), 1, "one row per late event");
+    assert_eq!(late.iter().map(arrow_array::RecordBatch::num_rows).sum::<usize>(), 1, "one row per late event");
     assert_eq!(late[0].column(0).as_primitive::<Int64Type>().value(0), 3);
     let z = query(&store, "acme", "SELECT sum(entries) FROM zone_occupancy").await.unwrap();
     assert_eq!(z[0].column(0).as_primitive::<Int64Type>().value(0), 2, "the late event is not in the aggregates");

@@ -109,7 +109,7 @@ const ENV_PREFIX: &str = "RETAIL_AI__";
 impl Config {
     /// Reads `path` (or the defaults when `None`), applies environment overrides, validates.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let origin = path.map(Path::to_owned).unwrap_or_else(|| PathBuf::from("<defaults>"));
+        let origin = path.map_or_else(|| PathBuf::from("<defaults>"), Path::to_owned);
         let mut table: toml::Table = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)

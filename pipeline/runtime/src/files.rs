@@ -15,7 +15,7 @@ pub fn stream_id_for(config: &Config, input: &Path, given: Option<StreamId>) -> 
     if let Some(id) = given.or_else(|| config.stream.id.clone()) {
         return Ok(id);
     }
-    let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "stream".into());
+    let stem = input.file_stem().map_or_else(|| "stream".into(), |s| s.to_string_lossy().into_owned());
     StreamId::parse(&stem).map_err(|e| RuntimeError::Usage(format!("{}: {e}: pass --stream-id", input.display())))
 }
 
@@ -39,7 +39,7 @@ pub fn file_job(
         source: Box::new(source),
         tenant: config.stream.tenant.clone().unwrap_or_default(),
         stream,
-        start_time_us: config.stream.start_time.map(|t| t.us).unwrap_or_else(|| chrono::Utc::now().timestamp_micros()),
+        start_time_us: config.stream.start_time.map_or_else(|| chrono::Utc::now().timestamp_micros(), |t| t.us),
         analytics: config.analytics_config(),
         tracker: config.tracker.clone(),
         outputs,

@@ -10,6 +10,8 @@
 //!   event time and outputs, can be cancelled alone, and reports [`StreamProgress`] values.
 //! - [`Config`] is the one TOML file, loaded and validated without the CLI.
 
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+
 mod config;
 mod draw;
 mod engine;

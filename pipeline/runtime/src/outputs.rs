@@ -95,7 +95,7 @@ impl Outputs {
                 serde_json::json!({
                     "box": [round(d.bbox.x1 * fw), round(d.bbox.y1 * fh), round(d.bbox.x2 * fw), round(d.bbox.y2 * fh)],
                     "score": (d.score as f64 * 1000.0).round() / 1000.0,
-                    "class": labels.get(d.class as usize).map(String::as_str).unwrap_or("?"),
+                    "class": labels.get(d.class as usize).map_or("?", String::as_str),
                     "track_id": id,
                 })
             })

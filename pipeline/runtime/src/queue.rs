@@ -96,7 +96,7 @@ impl<T> InferQueue<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // A panic while holding the lock cannot leave the queue half-updated in a way that
         // matters more than stopping; keep serving the other streams.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds a stream with at most `limit` frames outstanding; returns its id.
@@ -140,7 +140,7 @@ impl<T> InferQueue<T> {
                 };
                 return Pushed::Dropped(dropped);
             }
-            s = self.room.wait(s).unwrap_or_else(|p| p.into_inner());
+            s = self.room.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 
@@ -153,7 +153,7 @@ impl<T> InferQueue<T> {
             if s.shutdown {
                 return None;
             }
-            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+            s = self.ready.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         let mut batch = Vec::with_capacity(max);
         s.take_into(&mut batch, max);
@@ -163,7 +163,7 @@ impl<T> InferQueue<T> {
             if left.is_zero() {
                 break;
             }
-            s = self.ready.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
+            s = self.ready.wait_timeout(s, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
             s.take_into(&mut batch, max);
         }
         if s.any_waiting() {

@@ -51,7 +51,8 @@ fn a_cancelled_stream_leaves_nothing_and_the_other_finishes_unchanged() {
     stop.cancel();
     let err = stop.join().unwrap_err();
     assert!(matches!(err, RuntimeError::Cancelled { ref stream } if stream == "stop"), "{err}");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("stop")).map(|d| d.count()).into_iter().collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir.path().join("stop")).map(std::iter::Iterator::count).into_iter().collect();
     assert!(leftovers.iter().all(|n| *n == 0), "cancelled stream left files: {leftovers:?}");
     // The other stream gives exactly what a lone analysis gives (tests/golden/vtest/int8).
     let s = keep.join().unwrap();

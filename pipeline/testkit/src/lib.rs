@@ -3,6 +3,8 @@
 //! SeaweedFS S3 server, both bound to 127.0.0.1 on free ports and killed on drop. A missing
 //! binary fails the test with the command that installs it; nothing is skipped.
 
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,9 +12,10 @@ use std::time::{Duration, Instant};
 
 /// `$RETAIL_AI_HOME`, default `~/.cache/retail-ai`.
 pub fn cache_home() -> PathBuf {
-    std::env::var_os("RETAIL_AI_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/retail-ai"))
+    std::env::var_os("RETAIL_AI_HOME").map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/retail-ai"),
+        PathBuf::from,
+    )
 }
 
 fn tool(rel: &str) -> PathBuf {

@@ -55,7 +55,7 @@ impl KalmanBox {
                 self.cov[i][j] += self.cov[i + 4][j];
             }
         }
-        for row in self.cov.iter_mut() {
+        for row in &mut self.cov {
             for j in 0..4 {
                 row[j] += row[j + 4];
             }

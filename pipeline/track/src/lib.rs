@@ -7,6 +7,8 @@
 //! partial occlusion. A track is born after `min-hits` consecutive matches (a one-frame false
 //! positive never gets an id) and dies after `max-lost-frames` frames unseen.
 
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+
 mod assign;
 mod config;
 mod kalman;

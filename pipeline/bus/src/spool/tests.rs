@@ -175,7 +175,7 @@ fn property_nothing_acknowledged_comes_back_nothing_appended_is_lost() {
                     spool.append(&[(b"torn", &payload)]).unwrap().unwrap();
                     drop(spool);
                     let last = segments(dir.path()).pop().unwrap();
-                    let old = before.iter().find(|(p, _)| *p == last).map(|(_, l)| *l).unwrap_or(0);
+                    let old = before.iter().find(|(p, _)| *p == last).map_or(0, |(_, l)| *l);
                     let new = last.metadata().unwrap().len();
                     let cut = old + rng.below(new - old);
                     OpenOptions::new().write(true).open(&last).unwrap().set_len(cut).unwrap();
