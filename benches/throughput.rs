@@ -70,7 +70,14 @@ fn e2e_fps(path: &Path, workers: usize, precision: Precision) -> anyhow::Result<
     let mut config = Config::default();
     config.detector.workers = workers;
     config.detector.precision = precision;
-    let req = FilesRequest { inputs: vec![path.to_owned()], config, out_dir: None, annotate: None, detections: None };
+    let req = FilesRequest {
+        inputs: vec![path.to_owned()],
+        config,
+        out_dir: None,
+        annotate: None,
+        detections: None,
+        stop: None,
+    };
     let summary = analyze_files(&req, None)?.pop().context("no result")??;
     Ok(summary.fps)
 }

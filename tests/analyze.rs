@@ -420,3 +420,39 @@ fn several_files_with_one_stream_id_or_the_same_name_are_refused() {
     assert!(stderr(&o).contains("names one stream"), "{}", stderr(&o));
     assert!(!out.exists(), "nothing written");
 }
+
+/// Ctrl-C during an analysis cancels it: a clear message, a failed exit, and nothing left in
+/// the output folder (no staging folder, no partial files).
+#[test]
+fn ctrl_c_cancels_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let detections = dir.path().join("detections.jsonl");
+    let child = bin()
+        .arg("analyze")
+        .arg(media("vtest.avi"))
+        .arg("--config")
+        .arg(fixture("vtest.toml"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--detections")
+        .arg(&detections)
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the analysis is under way (its staging folder exists).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(std::time::Instant::now() < deadline, "analysis never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success(), "an interrupted analysis must not report success");
+    assert!(stderr(&o).contains("cancelled"), "{}", stderr(&o));
+    assert!(!out.exists(), "left behind: {:?}", std::fs::read_dir(&out).map(Iterator::count));
+    assert!(!detections.exists() && !dir.path().join("detections.jsonl.partial").exists());
+}

@@ -177,7 +177,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 cfg.detector.workers = w;
             }
             cfg.validate().map_err(|e| anyhow::anyhow!("invalid option: {e}"))?;
-            let req = FilesRequest { inputs, config: cfg, out_dir: Some(out.clone()), annotate, detections };
+            let stop = stop_on_ctrl_c();
+            let req = FilesRequest { inputs, config: cfg, out_dir: Some(out.clone()), annotate, detections, stop };
             let results = retail_ai::analyze::run(&req, !quiet && std::io::stderr().is_terminal())?;
             report(&req, results, &out, json)
         }
@@ -225,6 +226,27 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
+}
+
+/// A flag set by the first Ctrl-C (SIGINT), so that `analyze` cancels its streams and
+/// removes their partial outputs; a second Ctrl-C kills the process as usual.
+fn stop_on_ctrl_c() -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().ok()?;
+    std::thread::Builder::new()
+        .name("ctrl-c".into())
+        .spawn(move || {
+            if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+                eprintln!("interrupted: stopping; partial outputs are removed (Ctrl-C again to kill)");
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                // Restore the default: a second Ctrl-C ends the process at once.
+                rt.block_on(tokio::signal::ctrl_c()).ok();
+                std::process::exit(130);
+            }
+        })
+        .ok()?;
+    Some(stop)
 }
 
 /// Prints each summary (one JSON value or table per input, a JSON array for several) and

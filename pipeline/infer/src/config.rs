@@ -13,10 +13,21 @@ pub enum Precision {
     Fp32,
 }
 
+/// Which inference backend runs the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// ONNX Runtime on the CPU, one single-threaded session per worker.
+    #[default]
+    OnnxruntimeCpu,
+}
+
 /// `[detector]` section of the analysis config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DetectorConfig {
+    /// `onnxruntime-cpu` (default; the GPU backend will be `tensorrt`).
+    pub backend: BackendKind,
     /// Model manifest; unset means the bundled NanoDet-g manifest.
     pub manifest: Option<PathBuf>,
     /// Model file; unset means the manifest's file for `precision`, next to the manifest or
@@ -47,6 +58,7 @@ pub struct DetectorConfig {
 impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
+            backend: BackendKind::default(),
             manifest: None,
             model: None,
             precision: Precision::default(),

@@ -18,7 +18,7 @@ mod preprocess;
 mod runtime;
 
 pub use backend::InferenceBackend;
-pub use config::{DetectorConfig, Precision};
+pub use config::{BackendKind, DetectorConfig, Precision};
 pub use decode::{NanoDetDecoder, OutputDecoder, TensorView, YoloV8Decoder, decoder_for};
 pub use detector::Detector;
 pub use error::InferError;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use retail_core::Detection;
-use retail_infer::{InferError, InferenceBackend};
+use retail_infer::{BackendKind, InferError, InferenceBackend};
 use retail_ingest::{FrameSource, IngestError, VideoFrame};
 use tracing::{info, warn};
 
@@ -106,7 +106,9 @@ impl Engine {
         let d = &config.detector;
         let mut backends: Vec<Box<dyn InferenceBackend>> = Vec::new();
         for _ in 0..d.resolved_workers() {
-            backends.push(Box::new(model.load_detector(d.batch_size)?));
+            backends.push(match d.backend {
+                BackendKind::OnnxruntimeCpu => Box::new(model.load_detector(d.batch_size)?),
+            });
         }
         let per_call = backends[0].max_batch();
         if per_call < d.batch_size {
@@ -217,6 +219,11 @@ impl StreamHandle {
         self.cancelled.store(true, Ordering::SeqCst);
         self.cancel.store(true, Ordering::SeqCst);
         self.queue.close(self.id);
+    }
+
+    /// Whether the stream has ended ([`join`](Self::join) will not wait).
+    pub fn is_finished(&self) -> bool {
+        self.collector.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Waits for the stream to end; its summary, or why it failed.

@@ -61,6 +61,9 @@ pub struct FilesRequest {
     pub annotate: Option<std::path::PathBuf>,
     /// Per-frame detections (one input only).
     pub detections: Option<std::path::PathBuf>,
+    /// Set (e.g. by Ctrl-C) to cancel every stream: each then fails with
+    /// [`RuntimeError::Cancelled`] and leaves nothing in its output folder.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Receives each stream's progress, by input position.
@@ -107,9 +110,16 @@ pub fn analyze_files(
         jobs.push(file_job(config, &model, input, id.clone(), outputs, bus.clone(), progress)?);
     }
     let engine = crate::Engine::from_config(config, &model)?;
-    let mut handles = Vec::new();
-    for job in jobs {
-        handles.push(engine.start(job));
+    let handles: Vec<_> = jobs.into_iter().map(|job| engine.start(job)).collect();
+    if let Some(stop) = &req.stop {
+        let running = || handles.iter().any(|h| h.as_ref().is_ok_and(|h| !h.is_finished()));
+        while running() {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                handles.iter().flatten().for_each(crate::StreamHandle::cancel);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
     Ok(handles.into_iter().map(|h| h.and_then(crate::StreamHandle::join)).collect())
 }
