@@ -519,22 +519,32 @@ impl EventProducer for KafkaProducer {
     }
 
     fn flush(&mut self, timeout: Duration) -> Result<(), BusError> {
-        let deadline = Instant::now() + timeout;
-        let mut spool = self.shared.spool.lock().expect("spool lock");
-        while spool.pending() > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(BusError::FlushTimeout {
-                    pending: spool.pending(),
-                    brokers: self.brokers.clone(),
-                    timeout_s: timeout.as_secs(),
-                    spool: spool.dir().to_owned(),
-                });
-            }
-            spool = self.shared.changed.wait_timeout(spool, left.min(Duration::from_millis(200))).expect("lock").0;
-        }
-        Ok(())
+        wait_delivered(&self.shared, &self.brokers, timeout)
     }
+
+    fn flusher(&self) -> crate::Flusher {
+        let (shared, brokers) = (self.shared.clone(), self.brokers.clone());
+        crate::Flusher::new(move |timeout| wait_delivered(&shared, &brokers, timeout))
+    }
+}
+
+/// Waits until the spool holds nothing unacknowledged.
+fn wait_delivered(shared: &Shared, brokers: &str, timeout: Duration) -> Result<(), BusError> {
+    let deadline = Instant::now() + timeout;
+    let mut spool = shared.spool.lock().expect("spool lock");
+    while spool.pending() > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(BusError::FlushTimeout {
+                pending: spool.pending(),
+                brokers: brokers.to_owned(),
+                timeout_s: timeout.as_secs(),
+                spool: spool.dir().to_owned(),
+            });
+        }
+        spool = shared.changed.wait_timeout(spool, left.min(Duration::from_millis(200))).expect("lock").0;
+    }
+    Ok(())
 }
 
 impl Drop for KafkaProducer {

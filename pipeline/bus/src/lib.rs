@@ -56,6 +56,32 @@ pub trait EventProducer: Send {
     }
     /// Waits until everything queued so far is acknowledged by the bus.
     fn flush(&mut self, timeout: Duration) -> Result<(), BusError>;
+    /// A wait for delivery that does not hold the producer, for a producer shared by several
+    /// streams: one stream waiting for the broker does not stop the others from sending.
+    fn flusher(&self) -> Flusher {
+        Flusher::nothing_to_wait_for()
+    }
+}
+
+/// Waits until a producer's events are acknowledged; see [`EventProducer::flusher`].
+pub struct Flusher(Option<Box<WaitFn>>);
+
+type WaitFn = dyn Fn(Duration) -> Result<(), BusError> + Send + Sync;
+
+impl Flusher {
+    /// For producers that deliver on `send` (the in-process bus).
+    pub fn nothing_to_wait_for() -> Self {
+        Flusher(None)
+    }
+
+    pub fn new(wait: impl Fn(Duration) -> Result<(), BusError> + Send + Sync + 'static) -> Self {
+        Flusher(Some(Box::new(wait)))
+    }
+
+    /// Waits up to `timeout` for everything queued so far.
+    pub fn wait(&self, timeout: Duration) -> Result<(), BusError> {
+        self.0.as_ref().map_or(Ok(()), |w| w(timeout))
+    }
 }
 
 /// Reads records as part of a consumer group; progress is committed explicitly.

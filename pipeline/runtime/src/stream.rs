@@ -212,8 +212,10 @@ impl StreamAnalysis {
             let text = serde_json::to_string_pretty(&summary).map_err(|e| RuntimeError::Internal(e.to_string()))?;
             std::fs::write(&path, text + "\n").map_err(output_err(&path))?;
         }
-        let timeout = std::time::Duration::from_secs(self.flush_timeout_s);
-        self.bus.lock().map_err(|_| RuntimeError::Internal("event bus lock poisoned".into()))?.flush(timeout)?;
+        // Waited for without holding the shared producer: a stream waiting for the broker
+        // must not stop the other streams from sending.
+        let flusher = self.bus.lock().map_err(|_| RuntimeError::Internal("event bus lock poisoned".into()))?.flusher();
+        flusher.wait(std::time::Duration::from_secs(self.flush_timeout_s))?;
         // After the flush: a stream whose events could not be delivered leaves no video.
         if let Some(enc) = self.encoder.take() {
             enc.finish()?;

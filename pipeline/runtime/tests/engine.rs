@@ -180,6 +180,17 @@ fn camera_job(
     policy_live: bool,
     progress: Option<retail_runtime::ProgressFn>,
 ) -> StreamJob {
+    camera_job_on(memory_bus(name), name, limit, marked, policy_live, progress)
+}
+
+fn camera_job_on(
+    bus: SharedBus,
+    name: &str,
+    limit: u64,
+    marked: bool,
+    policy_live: bool,
+    progress: Option<retail_runtime::ProgressFn>,
+) -> StreamJob {
     let info = VideoInfo { width: 64, height: 48, fps: Some(25.0), duration_ns: None };
     let frame = VideoFrame {
         stream: StreamId::from(name),
@@ -202,7 +213,7 @@ fn camera_job(
         analytics: Default::default(),
         tracker: Default::default(),
         outputs: OutputSpec::default(),
-        bus: memory_bus(name),
+        bus,
         flush_timeout_s: 10,
         progress,
     }
@@ -257,4 +268,67 @@ fn a_failing_frame_stops_only_its_own_stream() {
         let s = good.join().unwrap_or_else(|e| panic!("panic={panic}: the good stream failed: {e}"));
         assert_eq!(s.frames, 200, "panic={panic}");
     }
+}
+
+/// A bus whose first flush waits until the test releases it (a broker slow to
+/// acknowledge); later flushes return at once.
+struct SlowFirstFlush {
+    flushes: std::sync::atomic::AtomicUsize,
+    waiting: Arc<std::sync::atomic::AtomicBool>,
+    release: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl retail_bus::EventProducer for SlowFirstFlush {
+    fn send(&mut self, _: &[retail_core::Event]) -> Result<(), retail_bus::BusError> {
+        Ok(())
+    }
+    fn send_raw(&mut self, _: &str, _: Option<&[u8]>, _: &[u8]) -> Result<(), retail_bus::BusError> {
+        Ok(())
+    }
+    fn flush(&mut self, _: std::time::Duration) -> Result<(), retail_bus::BusError> {
+        Ok(())
+    }
+    fn flusher(&self) -> retail_bus::Flusher {
+        if self.flushes.fetch_add(1, Ordering::SeqCst) > 0 {
+            return retail_bus::Flusher::nothing_to_wait_for();
+        }
+        let (release, waiting) = (self.release.clone(), self.waiting.clone());
+        retail_bus::Flusher::new(move |_| {
+            waiting.store(true, Ordering::SeqCst);
+            let (lock, cv) = &*release;
+            let released =
+                cv.wait_timeout_while(lock.lock().unwrap(), std::time::Duration::from_secs(20), |r| !*r).unwrap();
+            if *released.0 {
+                Ok(())
+            } else {
+                Err(retail_bus::BusError::Kafka {
+                    brokers: "test".into(),
+                    operation: "flush".into(),
+                    reason: "first flush never released".into(),
+                })
+            }
+        })
+    }
+}
+
+/// One stream waiting for the broker at its end does not hold up another stream that
+/// shares the producer: the second runs and finishes while the first still waits.
+#[test]
+fn a_stream_waiting_for_delivery_does_not_block_the_others() {
+    let release = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let waiting = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow = SlowFirstFlush { flushes: Default::default(), waiting: waiting.clone(), release: release.clone() };
+    let bus: SharedBus = Arc::new(Mutex::new(Box::new(slow)));
+    let engine = fake_engine(1, 1, 4, 1, false);
+    let first = engine.start(camera_job_on(bus.clone(), "first", 10, false, false, None)).unwrap();
+    while !waiting.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let second = engine.start(camera_job_on(bus, "second", 100, false, false, None)).unwrap();
+    let s = second.join().expect("the second stream finishes while the first waits for delivery");
+    assert_eq!(s.frames, 100);
+    *release.0.lock().unwrap() = true;
+    release.1.notify_all();
+    let f = first.join().expect("the first stream's wait was released, not timed out");
+    assert_eq!(f.frames, 10);
 }
