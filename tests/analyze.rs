@@ -456,3 +456,30 @@ fn ctrl_c_cancels_and_leaves_nothing() {
     assert!(!out.exists(), "left behind: {:?}", std::fs::read_dir(&out).map(Iterator::count));
     assert!(!detections.exists() && !dir.path().join("detections.jsonl.partial").exists());
 }
+
+/// One bad file among several costs only itself: the good one is analysed as if alone, the
+/// bad one is named in the error, and the exit status says something failed.
+#[test]
+fn a_bad_file_among_several_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("door.avi");
+    std::os::unix::fs::symlink(media("vtest.avi"), &good).unwrap();
+    let bad = dir.path().join("till.mp4");
+    std::fs::write(&bad, b"this is not a video").unwrap();
+    let out = dir.path().join("results");
+    let cfg = write_config(
+        dir.path(),
+        "[stream]\nstart-time = \"2026-11-27T09:00:00Z\"\n[[lines]]\nname = \"plaza\"\nfrom = [0.5, 0.15]\nto = [0.5, 1.0]\ninside = [0.9, 0.5]\n",
+    );
+    let o =
+        bin().arg("analyze").arg(&good).arg(&bad).arg("--config").arg(&cfg).arg("--out").arg(&out).output().unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("till.mp4") && err.contains("1 of 2 inputs failed"), "{err}");
+    let summary: Value = serde_json::from_slice(&std::fs::read(out.join("door/summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        (summary["lines"]["plaza"]["in"].as_u64(), summary["lines"]["plaza"]["out"].as_u64()),
+        (Some(14), Some(15))
+    );
+    assert!(!out.join("till").exists(), "the bad file left an output folder");
+}

@@ -265,7 +265,13 @@ fn report(
             Ok(s) => summaries.push(s),
             Err(e) if several => {
                 failed += 1;
-                eprintln!("error: {}: {e}", input.display());
+                // Say which input failed, unless the error already does.
+                let (text, name) = (e.to_string(), input.display().to_string());
+                if text.contains(&name) {
+                    eprintln!("error: {text}");
+                } else {
+                    eprintln!("error: {name}: {text}");
+                }
             }
             Err(e) => return Err(e.into()),
         }

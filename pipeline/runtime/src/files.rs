@@ -69,9 +69,9 @@ pub struct FilesRequest {
 /// Receives each stream's progress, by input position.
 pub type FilesProgress = std::sync::Arc<dyn Fn(usize, &crate::StreamProgress) + Send + Sync>;
 
-/// Runs every input through one engine. Setting up (config, model, bus, opening every
-/// video) fails as a whole before anything is written; after that each file succeeds or
-/// fails on its own, and a failed one leaves nothing in its output folder.
+/// Runs every input through one engine. Setting up (config, model, bus) fails as a whole
+/// before anything is written; each file then succeeds or fails on its own (a video that
+/// cannot be opened included), and a failed one leaves nothing in its output folder.
 pub fn analyze_files(
     req: &FilesRequest,
     progress: Option<FilesProgress>,
@@ -107,10 +107,20 @@ pub fn analyze_files(
         let out_dir = req.out_dir.as_ref().map(|d| if several { d.join(&id.0) } else { d.clone() });
         let outputs = OutputSpec { out_dir, annotate: req.annotate.clone(), detections: req.detections.clone() };
         let progress = progress.clone().map(|f| -> ProgressFn { std::sync::Arc::new(move |p| f(i, p)) });
-        jobs.push(file_job(config, &model, input, id.clone(), outputs, bus.clone(), progress)?);
+        // A video that cannot be opened fails alone: the others are still analysed.
+        jobs.push(file_job(config, &model, input, id.clone(), outputs, bus.clone(), progress));
+    }
+    if jobs.iter().all(Result::is_err) {
+        // Nothing to run. One input: its error is the run's error, as before; several:
+        // each input's error, without loading the model.
+        let mut errors: Vec<RuntimeError> = jobs.into_iter().filter_map(Result::err).collect();
+        if !several && let Some(e) = errors.pop() {
+            return Err(e);
+        }
+        return Ok(errors.into_iter().map(Err).collect());
     }
     let engine = crate::Engine::from_config(config, &model)?;
-    let handles: Vec<_> = jobs.into_iter().map(|job| engine.start(job)).collect();
+    let handles: Vec<_> = jobs.into_iter().map(|job| job.and_then(|job| engine.start(job))).collect();
     if let Some(stop) = &req.stop {
         let running = || handles.iter().any(|h| h.as_ref().is_ok_and(|h| !h.is_finished()));
         while running() {
