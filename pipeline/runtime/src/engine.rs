@@ -146,10 +146,16 @@ impl Engine {
         let decoder = {
             let (queue, cancel) = (self.queue.clone(), cancel.clone());
             let source = job.source;
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("decode-{id}"))
-                .spawn(move || decode(source, &queue, id, &cancel, tx))
-                .map_err(|e| RuntimeError::Internal(format!("spawn decoder: {e}")))?
+                .spawn(move || decode(source, &queue, id, &cancel, tx));
+            match spawned {
+                Ok(d) => d,
+                Err(e) => {
+                    self.queue.unregister(id);
+                    return Err(RuntimeError::Internal(format!("stream {stream}: cannot start its decoder: {e}")));
+                }
+            }
         };
         let collector = {
             let ctx = Collector {

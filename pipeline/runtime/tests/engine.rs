@@ -68,6 +68,8 @@ struct FastCamera {
     info: VideoInfo,
     sent: Arc<AtomicU64>,
     limit: u64,
+    /// `DropOldest` as a camera; `Wait` stands in for a file.
+    policy: Backpressure,
 }
 
 impl FrameSource for FastCamera {
@@ -86,7 +88,7 @@ impl FrameSource for FastCamera {
         Ok(Some(f))
     }
     fn backpressure(&self) -> Backpressure {
-        Backpressure::DropOldest
+        self.policy
     }
     fn describe(&self) -> String {
         "fast-camera".into()
@@ -103,7 +105,13 @@ fn a_live_source_that_outruns_inference_drops_frames_and_counts_them() {
         retail_ingest::FileSource::open(&vtest(), model.source_spec("cam".into(), false), &cfg.ingest).unwrap();
     let frame = src.next_frame().unwrap().unwrap();
     let sent = Arc::new(AtomicU64::new(0));
-    let camera = FastCamera { frame, info: src.info().clone(), sent: sent.clone(), limit: 400 };
+    let camera = FastCamera {
+        frame,
+        info: src.info().clone(),
+        sent: sent.clone(),
+        limit: 400,
+        policy: Backpressure::DropOldest,
+    };
     let last = Arc::new(Mutex::new(StreamProgress::default()));
     let progress = {
         let last = last.clone();
@@ -200,11 +208,9 @@ fn camera_job_on(
         pixels: vec![if marked { 255 } else { 0 }; 16],
         display: None,
     };
-    let source: Box<dyn FrameSource> = if policy_live {
-        Box::new(FastCamera { frame, info, sent: Arc::new(AtomicU64::new(0)), limit })
-    } else {
-        Box::new(FileLike(FastCamera { frame, info, sent: Arc::new(AtomicU64::new(0)), limit }))
-    };
+    let policy = if policy_live { Backpressure::DropOldest } else { Backpressure::Wait };
+    let source: Box<dyn FrameSource> =
+        Box::new(FastCamera { frame, info, sent: Arc::new(AtomicU64::new(0)), limit, policy });
     StreamJob {
         source,
         tenant: Default::default(),
@@ -216,24 +222,6 @@ fn camera_job_on(
         bus,
         flush_timeout_s: 10,
         progress,
-    }
-}
-
-/// The fast camera, but waiting for room like a file.
-struct FileLike(FastCamera);
-
-impl FrameSource for FileLike {
-    fn info(&self) -> &VideoInfo {
-        self.0.info()
-    }
-    fn next_frame(&mut self) -> Result<Option<VideoFrame>, IngestError> {
-        self.0.next_frame()
-    }
-    fn backpressure(&self) -> Backpressure {
-        Backpressure::Wait
-    }
-    fn describe(&self) -> String {
-        "file-like".into()
     }
 }
 
