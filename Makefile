@@ -33,12 +33,14 @@ test: setup test-services
 	cargo test --workspace --no-fail-fast
 
 lint:
+	python3 scripts/check-deploy.py
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
 bench: build test-services
 	$(CARGO_TARGET_DIR)/debug/throughput --reps 3
 	$(CARGO_TARGET_DIR)/debug/multistream --files 4,8 --reps 1
+	$(CARGO_TARGET_DIR)/debug/live --cameras 2,4,6,8 --seconds 20
 	$(CARGO_TARGET_DIR)/debug/lake --events 20000 --reps 3
 	$(CARGO_TARGET_DIR)/debug/soak --events 1000000
 

@@ -50,15 +50,7 @@ fn golden_dir(precision: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/vtest").join(precision)
 }
 
-/// The instruction-set features that choose ONNX Runtime's CPU kernels.
-fn cpu_kind() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags: Vec<&str> =
-        info.lines().find(|l| l.starts_with("flags")).map(|l| l.split_whitespace().collect()).unwrap_or_default();
-    let wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimddp"];
-    let present: Vec<&str> = wanted.iter().copied().filter(|w| flags.contains(w)).collect();
-    format!("{} {}", std::env::consts::ARCH, present.join(" "))
-}
+use retail_testkit::cpu_kind;
 
 fn check(precision: &str) {
     check_with(precision, &[]);

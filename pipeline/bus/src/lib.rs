@@ -145,8 +145,9 @@ pub fn open_consumer(config: &BusConfig, group: &str) -> Result<Box<dyn RecordCo
     }
 }
 
-/// Stable partition for a key (FNV-1a), for the in-process bus.
-pub(crate) fn partition_for(key: &[u8], partitions: i32) -> i32 {
+/// Stable partition for a key (FNV-1a): the in-process bus's, and the unit by which workers
+/// share cameras (every worker maps a camera id to the same partition).
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in key {
         h ^= *b as u32;

@@ -3,6 +3,7 @@
 
 pub mod analyze;
 pub mod doctor;
+pub mod worker;
 
 pub use analyze::render_table;
 pub use retail_runtime::{Config, ConfigError, FilesRequest, ModelChoice, RuntimeError, Summary, analyze_files};

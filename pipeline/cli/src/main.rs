@@ -107,6 +107,15 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
     },
+    /// Analyse the config's live cameras ([[cameras]]) until stopped: events go to the bus as
+    /// they happen; cameras reconnect by themselves after faults. SIGHUP reloads the config
+    /// (cameras added, changed or removed without disturbing the others); SIGTERM or Ctrl-C
+    /// finishes every stream and exits. Serves /metrics, /healthz and /readyz at
+    /// --metrics-addr (default 127.0.0.1:9464).
+    Worker {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Report what this binary finds: GStreamer and its elements, ONNX Runtime, the model.
     Doctor,
 }
@@ -125,17 +134,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("warn")))
+        // ONNX Runtime logs every arena allocation at info: quiet unless asked for by name.
+        .with_env_filter(EnvFilter::try_new(format!("ort=warn,{}", cli.log)).unwrap_or_else(|_| EnvFilter::new("warn")))
         .with_writer(std::io::stderr)
         .init();
-    if let Some(addr) = cli.metrics_addr {
-        // Without a Tokio runtime here the exporter runs its own on a background thread.
-        if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new().with_http_listener(addr).install() {
-            eprintln!("error: cannot serve metrics at {addr}: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    match run(cli.command) {
+    finish(run(cli.command, cli.metrics_addr))
+}
+
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
         Ok(code) => code,
         Err(e) => {
             // One line, always: callers grep logs and CI output for it.
@@ -147,7 +154,36 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> anyhow::Result<ExitCode> {
+/// Each camera's summary as a JSON line on stdout; its failure on stderr.
+fn report_cameras(
+    results: Vec<(String, Result<retail_ai::Summary, retail_ai::RuntimeError>)>,
+) -> anyhow::Result<ExitCode> {
+    let mut failed = 0;
+    for (camera, result) in results {
+        match result {
+            Ok(s) => println!("{}", serde_json::to_string(&s)?),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: camera {camera}: {e}");
+            }
+        }
+    }
+    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn run(command: Command, metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
+    if let Command::Worker { config } = &command {
+        // The worker serves metrics itself, beside its health endpoints.
+        let addr = metrics_addr.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9464)));
+        return report_cameras(retail_ai::worker::run(config, addr)?);
+    }
+    if let Some(addr) = metrics_addr {
+        // Without a Tokio runtime here the exporter runs its own on a background thread.
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| anyhow::anyhow!("cannot serve metrics at {addr}: {e}"))?;
+    }
     match command {
         Command::Analyze {
             inputs,
@@ -220,6 +256,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", render(&batches, format)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Worker { .. } => Ok(ExitCode::SUCCESS), // returned above
         Command::Doctor => {
             let (ok, report) = retail_ai::doctor::run();
             print!("{report}");

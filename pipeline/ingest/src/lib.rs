@@ -5,15 +5,21 @@
 //! format* and only then converts the small frame to packed BGR/RGB: converting full frames
 //! first costs 35-40 % more CPU. Frames leave through an `appsink` with a bounded queue, so a
 //! slow consumer stalls decoding instead of buffering without limit.
+//!
+//! A [`LiveCamera`] is an RTSP camera that reconnects on its own after faults; see its module.
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
 
+mod camera;
+mod camera_url;
 mod config;
 mod encode;
 mod error;
 mod frame_source;
 mod source;
 
+pub use camera::{CameraMonitor, CameraSettings, CameraState, CameraStatus, LiveCamera, Transport};
+pub use camera_url::CameraUrl;
 pub use config::IngestConfig;
 pub use encode::{AnnotatedVideoWriter, EncoderSettings};
 pub use error::IngestError;

@@ -137,29 +137,7 @@ impl FileSource {
             .by_name(if spec.display { "head" } else { "scale" })
             .ok_or_else(|| pipeline_err("no head element".into()))?;
         let decodebin = pipeline.by_name("dec").ok_or_else(|| pipeline_err("no decodebin".into()))?;
-        let weak_pipeline = pipeline.downgrade();
-        decodebin.connect_pad_added(move |_, pad| {
-            let is_video = pad
-                .current_caps()
-                .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/x-raw")))
-                .unwrap_or(false);
-            let sink = head.static_pad("sink").expect("head element has a sink pad");
-            if is_video && !sink.is_linked() {
-                let _ = pad.link(&sink);
-                return;
-            }
-            // Any further stream: drain it.
-            let Some(pipeline) = weak_pipeline.upgrade() else {
-                return;
-            };
-            if let Ok(fake) = gst::ElementFactory::make("fakesink").property("sync", false).build() {
-                let _ = pipeline.add(&fake);
-                let _ = fake.sync_state_with_parent();
-                if let Some(fsink) = fake.static_pad("sink") {
-                    let _ = pad.link(&fsink);
-                }
-            }
-        });
+        link_video_only(&decodebin, head, &pipeline);
         let src = pipeline.by_name("src").ok_or_else(|| pipeline_err("no filesrc".into()))?;
         src.set_property("location", path.to_string_lossy().as_ref());
         let sink = |name: &str| -> Result<gst_app::AppSink, IngestError> {
@@ -398,7 +376,37 @@ fn check_declared_size(path: &Path, actual: u64) -> Result<(), IngestError> {
     Ok(())
 }
 
-fn error_text(err: &gst::message::Error) -> String {
+/// Links the first raw-video pad `decodebin` (or `uridecodebin`) exposes to `head`; any
+/// further stream (audio, subtitles) goes to a fakesink, so it costs nothing and never
+/// stalls the demuxer.
+pub(crate) fn link_video_only(decodebin: &gst::Element, head: gst::Element, pipeline: &gst::Pipeline) {
+    let weak_pipeline = pipeline.downgrade();
+    decodebin.connect_pad_added(move |_, pad| {
+        let is_video = pad
+            .current_caps()
+            .and_then(|c| c.structure(0).map(|s| s.name().starts_with("video/x-raw")))
+            .unwrap_or(false);
+        if let Some(sink) = head.static_pad("sink")
+            && is_video
+            && !sink.is_linked()
+        {
+            let _ = pad.link(&sink);
+            return;
+        }
+        let Some(pipeline) = weak_pipeline.upgrade() else {
+            return;
+        };
+        if let Ok(fake) = gst::ElementFactory::make("fakesink").property("sync", false).build() {
+            let _ = pipeline.add(&fake);
+            let _ = fake.sync_state_with_parent();
+            if let Some(fsink) = fake.static_pad("sink") {
+                let _ = pad.link(&fsink);
+            }
+        }
+    });
+}
+
+pub(crate) fn error_text(err: &gst::message::Error) -> String {
     let mut text = err.error().to_string();
     if let Some(src) = err.src() {
         text = format!("{text} (from {})", src.name());
@@ -407,7 +415,7 @@ fn error_text(err: &gst::message::Error) -> String {
 }
 
 /// Copies `rows` rows of `row_bytes` out of a buffer whose rows are `stride` apart.
-fn pack_rows(data: &[u8], stride: usize, row_bytes: usize, rows: usize) -> Vec<u8> {
+pub(crate) fn pack_rows(data: &[u8], stride: usize, row_bytes: usize, rows: usize) -> Vec<u8> {
     if stride == row_bytes {
         return data[..row_bytes * rows].to_vec();
     }

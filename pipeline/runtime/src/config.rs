@@ -8,7 +8,7 @@ use retail_analytics::{AnalyticsConfig, Anchor, LineConfig, ZoneConfig};
 use retail_bus::BusConfig;
 use retail_core::{StreamId, TenantId};
 use retail_infer::DetectorConfig;
-use retail_ingest::IngestConfig;
+use retail_ingest::{CameraUrl, IngestConfig, Transport};
 use retail_lake::LakeConfig;
 use retail_track::TrackerConfig;
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,114 @@ pub struct AnalyticsSettings {
     pub anchor: Anchor,
 }
 
+/// `[[cameras]]`: a live camera that `retail-ai worker` analyses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CameraConfig {
+    /// Tenant the camera belongs to; default `default`.
+    #[serde(default)]
+    pub tenant: TenantId,
+    /// Stream id in events and metrics, unique in the file (e.g. `front-door`).
+    pub id: StreamId,
+    /// `rtsp://user:password@host:port/path`; the credentials are never logged or shown.
+    pub url: CameraUrl,
+    /// `tcp` (default), `udp` or `auto`.
+    #[serde(default)]
+    pub transport: Transport,
+    /// Frames analysed per second (default 5); 0 analyses every frame the camera sends.
+    #[serde(default = "default_analysis_fps")]
+    pub analysis_fps: u32,
+    /// Motion gating: a frame that differs from the last inferred one by less than this mean
+    /// absolute difference (0..255 per pixel byte at the model's input size; 1.0–3.0 suits
+    /// a still scene with sensor noise) skips inference and keeps the previous detections.
+    /// 0 (default) infers every analysed frame.
+    #[serde(default)]
+    pub motion_threshold: f32,
+    /// This camera's counting lines.
+    #[serde(default)]
+    pub lines: Vec<LineConfig>,
+    /// This camera's zones.
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+}
+
+fn default_analysis_fps() -> u32 {
+    5
+}
+
+/// `[live]`: how cameras are watched and reconnected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LiveSettings {
+    /// A live camera that sends no frame for this long is reconnected (seconds).
+    pub watchdog_s: f64,
+    /// A new connection that brings no frame for this long is given up and retried (seconds).
+    pub connect_timeout_s: f64,
+    /// First wait before reconnecting, doubled after each failure up to `backoff-max-s`; each
+    /// wait is jittered by ±20 %.
+    pub backoff_min_s: f64,
+    pub backoff_max_s: f64,
+    /// RTSP jitter-buffer latency (milliseconds).
+    pub latency_ms: u32,
+    /// How long a person may go unseen before their track ends, in seconds at the camera's
+    /// analysis rate (replaces `tracker.max-lost-frames` for cameras).
+    pub max_lost_s: f64,
+    /// Workers sharing the file's cameras: each camera id maps to a partition of
+    /// `cameras-topic`, and the workers in this Kafka consumer group divide the partitions
+    /// among themselves (a dead worker's move to the others within `bus.session-timeout-s`).
+    /// Unset, or with a `memory://` bus: this worker runs every camera.
+    pub group: Option<String>,
+    /// The topic whose partitions are the unit of assignment (it carries no messages).
+    pub cameras_topic: String,
+    /// Its partition count: the most workers that can share the cameras.
+    pub cameras_partitions: i32,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        LiveSettings {
+            watchdog_s: 5.0,
+            connect_timeout_s: 10.0,
+            backoff_min_s: 0.5,
+            backoff_max_s: 30.0,
+            latency_ms: 200,
+            max_lost_s: 3.0,
+            group: None,
+            cameras_topic: "retail.cameras".into(),
+            cameras_partitions: 32,
+        }
+    }
+}
+
+impl LiveSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("watchdog-s", self.watchdog_s),
+            ("connect-timeout-s", self.connect_timeout_s),
+            ("backoff-min-s", self.backoff_min_s),
+            ("backoff-max-s", self.backoff_max_s),
+            ("max-lost-s", self.max_lost_s),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+                return Err(format!("live.{key} must be a number of seconds above 0, got {v}"));
+            }
+        }
+        if !(1..=1000).contains(&self.cameras_partitions) {
+            return Err(format!("live.cameras-partitions must be 1..1000, got {}", self.cameras_partitions));
+        }
+        if self.group.as_deref().is_some_and(str::is_empty) || self.cameras_topic.is_empty() {
+            return Err("live.group and live.cameras-topic must not be empty".into());
+        }
+        if self.backoff_min_s > self.backoff_max_s {
+            return Err(format!(
+                "live.backoff-min-s ({}) must not exceed live.backoff-max-s ({})",
+                self.backoff_min_s, self.backoff_max_s
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The whole config file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -102,6 +210,10 @@ pub struct Config {
     pub lines: Vec<LineConfig>,
     /// `[[zones]]`: occupancy and dwell zones.
     pub zones: Vec<ZoneConfig>,
+    /// `[live]`: camera watchdog and reconnection.
+    pub live: LiveSettings,
+    /// `[[cameras]]`: live cameras for `retail-ai worker`.
+    pub cameras: Vec<CameraConfig>,
 }
 
 const ENV_PREFIX: &str = "RETAIL_AI__";
@@ -110,16 +222,16 @@ impl Config {
     /// Reads `path` (or the defaults when `None`), applies environment overrides, validates.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let origin = path.map_or_else(|| PathBuf::from("<defaults>"), Path::to_owned);
-        let mut table: toml::Table = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError::Unreadable { path: p.to_owned(), reason: e.to_string() })?;
-                text.parse()
-                    .map_err(|e: toml::de::Error| ConfigError::Invalid { path: p.to_owned(), reason: e.to_string() })?
-            }
-            None => toml::Table::new(),
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigError::Unreadable { path: p.to_owned(), reason: e.to_string() })?,
+            None => String::new(),
         };
+        let invalid =
+            |e: &toml::de::Error| ConfigError::Invalid { path: origin.clone(), reason: toml_reason(&text, e) };
+        let mut table: toml::Table = text.parse().map_err(|e| invalid(&e))?;
         apply_env(&mut table, std::env::vars())?;
+        // Errors here quote no source text (there is none), only the key and the problem.
         let config: Config = table
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid { path: origin.clone(), reason: e.to_string() })?;
@@ -134,11 +246,45 @@ impl Config {
         self.tracker.validate()?;
         self.bus.validate()?;
         self.analytics_config().validate()?;
+        self.live.validate()?;
+        let mut ids = std::collections::BTreeSet::new();
+        for cam in &self.cameras {
+            if !ids.insert(&cam.id) {
+                return Err(format!("camera {}: the id is given twice in [[cameras]]", cam.id));
+            }
+            if !(0.0..=255.0).contains(&cam.motion_threshold) {
+                return Err(format!(
+                    "camera {}: motion-threshold must be 0..255, got {}",
+                    cam.id, cam.motion_threshold
+                ));
+            }
+            if cam.analysis_fps > 120 {
+                return Err(format!("camera {}: analysis-fps must be 0..120, got {}", cam.id, cam.analysis_fps));
+            }
+            self.camera_analytics(cam).validate().map_err(|e| format!("camera {}: {e}", cam.id))?;
+        }
         Ok(())
+    }
+
+    /// A camera's lines and zones with the file's analytics settings.
+    pub fn camera_analytics(&self, cam: &CameraConfig) -> AnalyticsConfig {
+        AnalyticsConfig { anchor: self.analytics.anchor, lines: cam.lines.clone(), zones: cam.zones.clone() }
     }
 
     pub fn analytics_config(&self) -> AnalyticsConfig {
         AnalyticsConfig { anchor: self.analytics.anchor, lines: self.lines.clone(), zones: self.zones.clone() }
+    }
+}
+
+/// A TOML error as `line N: message`, without the quoted source line that toml adds: that
+/// line may hold a secret (a camera password, a storage key).
+fn toml_reason(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) if !text.is_empty() => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", e.message())
+        }
+        _ => e.message().to_owned(),
     }
 }
 
@@ -224,5 +370,67 @@ mod tests {
         let f = write("[stream]\nstart-time = \"yesterday\"\n");
         let err = Config::load(Some(f.path())).unwrap_err().to_string();
         assert!(err.contains("start-time") && err.contains("yesterday"), "{err}");
+    }
+
+    const CAMERA: &str = "[[cameras]]\nid = \"front-door\"\nurl = \"rtsp://admin:hunter2@10.0.0.5/stream1\"\n";
+
+    #[test]
+    fn cameras_load_with_defaults_and_hide_their_passwords() {
+        let f = write(&format!(
+            "{CAMERA}[[cameras.lines]]\nname = \"door\"\nfrom = [0.5, 0.0]\nto = [0.5, 1.0]\ninside = [0.9, 0.5]\n"
+        ));
+        let c = Config::load(Some(f.path())).unwrap();
+        let cam = &c.cameras[0];
+        assert_eq!(cam.id, StreamId::from("front-door"));
+        assert_eq!(cam.analysis_fps, 5);
+        assert_eq!(cam.transport, Transport::Tcp);
+        assert_eq!(cam.lines.len(), 1);
+        assert_eq!(cam.url.credentials(), (Some("admin"), Some("hunter2")));
+        let shown = format!("{c:?} {}", serde_json::to_string(&c).unwrap());
+        assert!(!shown.contains("hunter2") && !shown.contains("admin"), "{shown}");
+    }
+
+    #[test]
+    fn camera_mistakes_are_named_and_never_echo_the_password() {
+        let twice = write(&format!("{CAMERA}{CAMERA}"));
+        let err = Config::load(Some(twice.path())).unwrap_err().to_string();
+        assert!(err.contains("front-door") && err.contains("twice"), "{err}");
+        for (text, expect) in [
+            ("[[cameras]]\nid = \"x\"\nurl = \"http://admin:hunter2@cam/x\"\n", "rtsp://"),
+            ("[[cameras]]\nid = \"x\"\nurl = \"rtsp://admin:hunter2@cam/x\n", "line 3"),
+            ("[[cameras]]\nid = \"x\"\nurl = \"rtsp://admin:hunter2@cam/x\"\nanalysis-fps = 500\n", "analysis-fps"),
+        ] {
+            let f = write(text);
+            let err = Config::load(Some(f.path())).unwrap_err().to_string();
+            assert!(err.contains(expect), "{err}");
+            assert!(!err.contains("hunter2"), "the password is echoed: {err}");
+        }
+    }
+
+    #[test]
+    fn the_readme_camera_example_loads() {
+        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
+        let block = readme.split("```toml\n[live]").nth(1).and_then(|b| b.split("```").next()).unwrap();
+        let f = write(&format!("[live]{block}"));
+        let c = Config::load(Some(f.path())).unwrap();
+        assert_eq!(c.cameras[0].id, StreamId::from("front-door"));
+        assert_eq!(c.cameras[0].zones.len(), 1);
+    }
+
+    #[test]
+    fn the_deploy_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config");
+        let worker = Config::load(Some(&dir.join("worker.toml"))).unwrap();
+        assert_eq!(worker.live.group.as_deref(), Some("retail-workers"));
+        assert_eq!(worker.cameras.len(), 2);
+        let lake = Config::load(Some(&dir.join("lake.toml"))).unwrap();
+        assert!(lake.lake.url.starts_with("s3://"));
+    }
+
+    #[test]
+    fn live_settings_are_checked() {
+        let f = write("[live]\nbackoff-min-s = 10\nbackoff-max-s = 1\n");
+        let err = Config::load(Some(f.path())).unwrap_err().to_string();
+        assert!(err.contains("live.backoff-min-s"), "{err}");
     }
 }

@@ -43,10 +43,24 @@ struct Queued {
 }
 
 enum Outcome {
-    Inferred { seq: u64, frame: VideoFrame, detections: Vec<Detection>, times: [Duration; 3] },
+    Inferred {
+        seq: u64,
+        frame: VideoFrame,
+        detections: Vec<Detection>,
+        times: [Duration; 3],
+    },
+    /// Too like the last frame sent to inference (motion gating): it takes the detections of
+    /// the frame before it, without inference.
+    Gated {
+        seq: u64,
+        frame: VideoFrame,
+        decode: Duration,
+    },
     Dropped(u64),
     Failed(Failure),
-    SourceEnd { frames: u64 },
+    SourceEnd {
+        frames: u64,
+    },
     SourceFailed(IngestError),
 }
 
@@ -145,10 +159,10 @@ impl Engine {
         let expected = job.source.info().estimated_frames();
         let decoder = {
             let (queue, cancel) = (self.queue.clone(), cancel.clone());
-            let source = job.source;
+            let (source, gate) = (job.source, job.motion_threshold);
             let spawned = std::thread::Builder::new()
                 .name(format!("decode-{id}"))
-                .spawn(move || decode(source, &queue, id, &cancel, tx));
+                .spawn(move || decode(source, gate, &queue, id, &cancel, tx));
             match spawned {
                 Ok(d) => d,
                 Err(e) => {
@@ -268,12 +282,16 @@ impl Drop for StreamHandle {
 
 fn decode(
     mut source: Box<dyn FrameSource>,
+    gate: Option<f32>,
     queue: &InferQueue<Queued>,
     id: u64,
     cancel: &AtomicBool,
     tx: Sender<Outcome>,
 ) {
     let mut seq = 0u64;
+    // The last frame sent to inference, when gating: later frames are compared with it (not
+    // with their neighbour), so that slow change still adds up to an inference.
+    let mut reference: Option<Vec<u8>> = None;
     while !cancel.load(Ordering::Relaxed) {
         let started = Instant::now();
         let frame = match source.next_frame() {
@@ -284,6 +302,15 @@ fn decode(
                 return;
             }
         };
+        if let Some(threshold) = gate {
+            if reference.as_deref().is_some_and(|r| mean_abs_diff(r, &frame.pixels) < threshold) {
+                metrics::counter!("retail_frames_gated_total").increment(1);
+                let _ = tx.send(Outcome::Gated { seq, frame, decode: started.elapsed() });
+                seq += 1;
+                continue;
+            }
+            reference = Some(frame.pixels.clone());
+        }
         let item = Queued { frame, decode: started.elapsed(), reply: tx.clone() };
         match queue.push(id, seq, item) {
             Pushed::Queued => {}
@@ -296,6 +323,15 @@ fn decode(
         seq += 1;
     }
     let _ = tx.send(Outcome::SourceEnd { frames: seq });
+}
+
+/// Mean absolute difference of two frames' bytes (0..255); frames of another size differ fully.
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return f32::MAX;
+    }
+    let sum: u64 = a.iter().zip(b).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    (sum as f64 / a.len() as f64) as f32
 }
 
 fn infer_worker(queue: &InferQueue<Queued>, mut backend: Box<dyn InferenceBackend>, batching: Batching) {
@@ -366,6 +402,9 @@ struct Tally {
     next: u64,
     end: Option<u64>,
     dropped: u64,
+    gated: u64,
+    /// The last analysed frame's detections, for gated frames.
+    last_detections: Vec<Detection>,
     totals: StageTotals,
     started: Instant,
     reported: Instant,
@@ -374,8 +413,16 @@ struct Tally {
 impl Collector {
     fn run(self, mut analysis: StreamAnalysis, rx: &Receiver<Outcome>) -> Result<Summary, RuntimeError> {
         let now = Instant::now();
-        let mut t =
-            Tally { next: 0, end: None, dropped: 0, totals: StageTotals::default(), started: now, reported: now };
+        let mut t = Tally {
+            next: 0,
+            end: None,
+            dropped: 0,
+            gated: 0,
+            last_detections: Vec::new(),
+            totals: StageTotals::default(),
+            started: now,
+            reported: now,
+        };
         let result = self.collect(&mut analysis, rx, &mut t);
         // Whatever happened, the decoder must not wait for room any more.
         self.cancel.store(true, Ordering::SeqCst);
@@ -423,7 +470,7 @@ impl Collector {
                 Outcome::Dropped(seq) => {
                     pending.insert(seq, Outcome::Dropped(seq));
                 }
-                Outcome::Inferred { seq, .. } => {
+                Outcome::Inferred { seq, .. } | Outcome::Gated { seq, .. } => {
                     pending.insert(seq, msg);
                 }
             }
@@ -459,6 +506,20 @@ impl Collector {
                     detections: &detections,
                     display: frame.display,
                 })?;
+                t.last_detections = detections;
+                t.totals.analyse += started.elapsed();
+            }
+            Outcome::Gated { frame, decode, .. } => {
+                let started = Instant::now();
+                t.totals.decode += decode;
+                t.gated += 1;
+                a.process(Analysed {
+                    index: frame.index,
+                    pts_ns: frame.pts_ns,
+                    duration_ns: frame.duration_ns,
+                    detections: &t.last_detections,
+                    display: frame.display,
+                })?;
                 t.totals.analyse += started.elapsed();
             }
             _ => {}
@@ -471,6 +532,7 @@ impl Collector {
             f(&StreamProgress {
                 frames,
                 frames_dropped: t.dropped,
+                frames_gated: t.gated,
                 frames_waiting: self.queue.waiting(self.id),
                 expected_frames: self.expected,
                 video_s,

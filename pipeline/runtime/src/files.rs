@@ -42,6 +42,7 @@ pub fn file_job(
         start_time_us: config.stream.start_time.map_or_else(|| chrono::Utc::now().timestamp_micros(), |t| t.us),
         analytics: config.analytics_config(),
         tracker: config.tracker.clone(),
+        motion_threshold: None,
         outputs,
         bus,
         flush_timeout_s: config.bus.flush_timeout_s,

@@ -8,6 +8,7 @@
 //! - [`Engine`] runs any number of streams over a shared pool of inference workers, with
 //!   cross-stream batching and bounded queues; each stream has its own tracker, analytics,
 //!   event time and outputs, can be cancelled alone, and reports [`StreamProgress`] values.
+//! - [`Worker`] runs live cameras on the engine, adding and removing them while it runs.
 //! - [`Config`] is the one TOML file, loaded and validated without the CLI.
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
@@ -17,6 +18,7 @@ mod draw;
 mod engine;
 mod error;
 mod files;
+mod live;
 mod model;
 mod outputs;
 mod progress;
@@ -24,10 +26,11 @@ pub mod queue;
 mod stream;
 mod summary;
 
-pub use config::{AnalyticsSettings, Config, ConfigError, StartTime, StreamConfig};
+pub use config::{AnalyticsSettings, CameraConfig, Config, ConfigError, LiveSettings, StartTime, StreamConfig};
 pub use engine::{Batching, Engine, StreamHandle};
 pub use error::RuntimeError;
 pub use files::{FilesProgress, FilesRequest, analyze_files, file_job, stream_id_for};
+pub use live::{CameraReport, Changes, Worker};
 pub use model::ModelChoice;
 pub use outputs::format_time;
 pub use progress::{PROGRESS_EVERY, ProgressFn, StageLatency, StreamProgress};

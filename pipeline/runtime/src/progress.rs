@@ -27,6 +27,9 @@ pub struct StreamProgress {
     pub frames: u64,
     /// Frames dropped because the pipeline could not keep up (live sources only).
     pub frames_dropped: u64,
+    /// Frames analysed without inference because they changed too little since the last
+    /// inferred one (motion gating); they reuse the previous frame's detections.
+    pub frames_gated: u64,
     /// Frames waiting for inference now: a live stream's backlog.
     pub frames_waiting: usize,
     /// Frames the source is expected to give (files), when known.

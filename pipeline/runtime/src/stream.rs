@@ -41,6 +41,10 @@ pub struct StreamJob {
     pub start_time_us: i64,
     pub analytics: AnalyticsConfig,
     pub tracker: TrackerConfig,
+    /// Motion gating: a frame whose mean absolute difference (0..255 per byte of the model
+    /// input) from the last frame sent to inference is below this skips inference and reuses
+    /// the previous frame's detections, keeping tracks alive. `None`: every frame is inferred.
+    pub motion_threshold: Option<f32>,
     pub outputs: OutputSpec,
     pub bus: SharedBus,
     /// How long to wait for the bus to deliver at the end, seconds.

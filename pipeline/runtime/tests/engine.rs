@@ -54,11 +54,19 @@ fn a_cancelled_stream_leaves_nothing_and_the_other_finishes_unchanged() {
     let leftovers: Vec<_> =
         std::fs::read_dir(dir.path().join("stop")).map(std::iter::Iterator::count).into_iter().collect();
     assert!(leftovers.iter().all(|n| *n == 0), "cancelled stream left files: {leftovers:?}");
-    // The other stream gives exactly what a lone analysis gives (tests/golden/vtest/int8).
+    // The other stream gives what a lone analysis gives (tests/golden/vtest/int8): exactly on
+    // the CPU kind the golden files were made on, within the golden tolerance elsewhere.
     let s = keep.join().unwrap();
     assert_eq!(s.frames, 795);
-    assert_eq!((s.lines["plaza"].ins, s.lines["plaza"].outs), (14, 15));
-    assert_eq!(s.zones["lower-left"].visits, 12);
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/vtest/int8");
+    let same_kind = std::fs::read_to_string(golden.join("cpu-kind.txt")).unwrap().trim() == retail_testkit::cpu_kind();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden.join("summary.json")).unwrap()).unwrap();
+    let slack = if same_kind { 0 } else { 2 };
+    let near = |got: u64, want: &serde_json::Value| got.abs_diff(want.as_u64().unwrap()) <= slack;
+    assert!(near(s.lines["plaza"].ins, &want["lines"]["plaza"]["in"]), "{s:?}");
+    assert!(near(s.lines["plaza"].outs, &want["lines"]["plaza"]["out"]), "{s:?}");
+    assert!(near(s.zones["lower-left"].visits, &want["zones"]["lower-left"]["visits"]), "{s:?}");
     assert!(dir.path().join("keep/summary.json").is_file());
 }
 
@@ -124,6 +132,7 @@ fn a_live_source_that_outruns_inference_drops_frames_and_counts_them() {
         start_time_us: 0,
         analytics: cfg.analytics_config(),
         tracker: cfg.tracker.clone(),
+        motion_threshold: None,
         outputs: OutputSpec::default(),
         bus: memory_bus("live"),
         flush_timeout_s: 10,
@@ -218,6 +227,7 @@ fn camera_job_on(
         start_time_us: 0,
         analytics: Default::default(),
         tracker: Default::default(),
+        motion_threshold: None,
         outputs: OutputSpec::default(),
         bus,
         flush_timeout_s: 10,
@@ -319,4 +329,73 @@ fn a_stream_waiting_for_delivery_does_not_block_the_others() {
     release.1.notify_all();
     let f = first.join().expect("the first stream's wait was released, not timed out");
     assert_eq!(f.frames, 10);
+}
+
+/// A still scene: one real frame over and over, every other copy with a little sensor noise.
+struct StillCamera {
+    frame: VideoFrame,
+    info: VideoInfo,
+    next: u64,
+    limit: u64,
+}
+
+impl FrameSource for StillCamera {
+    fn info(&self) -> &VideoInfo {
+        &self.info
+    }
+    fn next_frame(&mut self) -> Result<Option<VideoFrame>, IngestError> {
+        if self.next >= self.limit {
+            return Ok(None);
+        }
+        let mut f = self.frame.clone();
+        if self.next % 2 == 1 {
+            f.pixels.iter_mut().for_each(|p| *p = p.saturating_add(1));
+        }
+        f.index = self.next;
+        f.pts_ns = self.next * 100_000_000;
+        self.next += 1;
+        Ok(Some(f))
+    }
+    fn backpressure(&self) -> Backpressure {
+        Backpressure::Wait
+    }
+    fn describe(&self) -> String {
+        "still-camera".into()
+    }
+}
+
+#[test]
+fn motion_gating_skips_inference_on_a_still_scene_and_keeps_its_people() {
+    let cfg = config();
+    let model = ModelChoice::resolve(&cfg).unwrap();
+    let engine = Engine::from_config(&cfg, &model).unwrap();
+    let mut file =
+        retail_ingest::FileSource::open(&vtest(), model.source_spec("still".into(), false), &cfg.ingest).unwrap();
+    let frame = (0..100).map(|_| file.next_frame().unwrap().unwrap()).last().unwrap();
+    let run = |gate: Option<f32>| {
+        let last = Arc::new(Mutex::new(StreamProgress::default()));
+        let progress: retail_runtime::ProgressFn = {
+            let last = last.clone();
+            Arc::new(move |p: &StreamProgress| *last.lock().unwrap() = p.clone())
+        };
+        let mut job = camera_job("still", 0, false, false, Some(progress));
+        job.source = Box::new(StillCamera { frame: frame.clone(), info: file.info().clone(), next: 0, limit: 40 });
+        job.analytics = cfg.analytics_config();
+        job.motion_threshold = gate;
+        let summary = engine.start(job).unwrap().join().unwrap();
+        let p = last.lock().unwrap().clone();
+        (summary, p)
+    };
+    let (plain, p_plain) = run(None);
+    let (gated, p_gated) = run(Some(2.0));
+    assert_eq!(p_plain.frames_gated, 0);
+    assert_eq!(p_gated.frames_gated, 39, "the first frame is inferred, the 39 like it are not: {p_gated:?}");
+    assert_eq!(gated.frames, 40);
+    assert!(plain.people > 0, "no people on vtest frame 100: {plain:?}");
+    assert_eq!(gated.people, plain.people, "gated frames keep their people tracked");
+    assert_eq!(gated.zones["lower-left"].peak, plain.zones["lower-left"].peak);
+    // Change beyond the threshold is inferred: with a threshold below the noise, every frame
+    // differs enough from the last inferred one.
+    let (_, p_noisy) = run(Some(0.5));
+    assert_eq!(p_noisy.frames_gated, 0, "{p_noisy:?}");
 }

@@ -1,9 +1,12 @@
 //! Real services for tests, started from the binaries `scripts/setup-test-services.sh` caches
 //! under `$RETAIL_AI_HOME/tools`: a tansu Kafka-protocol broker (sqlite storage) and a
 //! SeaweedFS S3 server, both bound to 127.0.0.1 on free ports and killed on drop. A missing
-//! binary fails the test with the command that installs it; nothing is skipped.
+//! binary fails the test with the command that installs it; nothing is skipped. And a real
+//! RTSP server for camera tests ([`rtsp`]).
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
+
+pub mod rtsp;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -30,6 +33,17 @@ fn wait_for_port(port: u16, what: &str) {
         assert!(Instant::now() < deadline, "{what} did not listen on 127.0.0.1:{port}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The instruction-set features that choose ONNX Runtime's CPU kernels: results (INT8 ones
+/// above all) are bit-identical only between machines of one kind.
+pub fn cpu_kind() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> =
+        info.lines().find(|l| l.starts_with("flags")).map(|l| l.split_whitespace().collect()).unwrap_or_default();
+    let wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "neon", "asimddp"];
+    let present: Vec<&str> = wanted.iter().copied().filter(|w| flags.contains(w)).collect();
+    format!("{} {}", std::env::consts::ARCH, present.join(" "))
 }
 
 pub fn free_port() -> u16 {
