@@ -33,7 +33,9 @@ enum Signal {
 
 /// Runs until SIGTERM or Ctrl-C; each camera's summary, or why it failed, at the end.
 pub fn run(config_path: &Path, addr: SocketAddr) -> anyhow::Result<Vec<(String, Result<Summary, RuntimeError>)>> {
+    // A removed camera's gauges go after a minute without updates (counters stay).
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .idle_timeout(metrics_util::MetricKindMask::GAUGE, Some(Duration::from_secs(60)))
         .install_recorder()
         .map_err(|e| anyhow::anyhow!("cannot set up metrics: {e}"))?;
     let shared = Arc::new(Mutex::new(Shared { cameras: Vec::new(), last_tick: Instant::now(), ready: false }));
@@ -123,21 +125,52 @@ fn export(cameras: &[CameraReport]) {
     }
 }
 
-fn serve(listener: &TcpListener, metrics: &PrometheusHandle, shared: &Mutex<Shared>) {
-    for conn in listener.incoming().flatten() {
-        // One at a time: probes and scrapes are small and rare.
-        if let Err(e) = answer(conn, metrics, shared) {
-            tracing::debug!(error = %e, "HTTP request failed");
+/// Requests answered at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 8;
+/// The whole request must arrive within this, however slowly it trickles in.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+
+fn serve(listener: &TcpListener, metrics: &PrometheusHandle, shared: &Arc<Mutex<Shared>>) {
+    let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors, say: do not spin.
+                tracing::warn!(error = %e, "HTTP accept failed");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        // A slow client holds one of a few threads, never the probes' only one.
+        if busy.load(std::sync::atomic::Ordering::SeqCst) >= MAX_CONNECTIONS {
+            continue; // dropped: the client sees the connection close
+        }
+        busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (metrics, shared, mine) = (metrics.clone(), shared.clone(), busy.clone());
+        let spawned = std::thread::Builder::new().name("http-conn".into()).spawn(move || {
+            if let Err(e) = answer(conn, &metrics, &shared) {
+                tracing::debug!(error = %e, "HTTP request failed");
+            }
+            mine.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            busy.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 }
 
 fn answer(mut conn: TcpStream, metrics: &PrometheusHandle, shared: &Mutex<Shared>) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "request too slow"));
+        }
+        conn.set_read_timeout(Some(left))?;
         let n = conn.read(&mut buf)?;
         if n == 0 {
             break;

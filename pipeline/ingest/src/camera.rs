@@ -194,8 +194,10 @@ const POLL: Duration = Duration::from_millis(100);
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// Seconds between 1900-01-01 (NTP) and 1970-01-01 (Unix).
 const NTP_TO_UNIX_S: u64 = 2_208_988_800;
-/// A camera clock further than this from ours is taken to be wrong, and ignored.
-const MAX_CLOCK_SKEW_NS: i128 = 600 * 1_000_000_000;
+/// A camera clock further than this from ours is taken to be wrong, and ignored: kept small,
+/// so that moving between the camera's clock and the receive time (when the camera's
+/// reports start or stop) never jumps far.
+const MAX_CLOCK_SKEW_NS: i128 = 2 * 1_000_000_000;
 
 /// A live camera; see the module docs.
 pub struct LiveCamera {
@@ -262,7 +264,8 @@ impl LiveCamera {
         let wait = self.jittered(self.backoff);
         self.backoff = (self.backoff * 2).min(self.settings.backoff_max);
         self.monitor.update(|h| {
-            h.state = CameraState::BackingOff;
+            // A stall stays visible as such while the camera waits to reconnect.
+            h.state = if state == CameraState::Stalled { CameraState::Stalled } else { CameraState::BackingOff };
             h.message = Some(message);
             h.reconnects += 1;
             if state == CameraState::Stalled {
@@ -409,7 +412,8 @@ struct Connection {
     started: Instant,
     first_frame: Option<Instant>,
     last_frame: Instant,
-    password: Option<String>,
+    /// Texts scrubbed from GStreamer's messages: the password and the URL's query.
+    secrets: Vec<String>,
 }
 
 impl Connection {
@@ -470,7 +474,7 @@ impl Connection {
             started: now,
             first_frame: None,
             last_frame: now,
-            password: settings.url.credentials().1.map(str::to_owned),
+            secrets: settings.url.secrets().into_iter().filter(|s| !s.is_empty()).collect(),
         };
         if let Err(e) = conn.pipeline.set_state(gst::State::Playing) {
             return Err(conn.bus_error().unwrap_or_else(|| format!("cannot start: {e}")));
@@ -510,11 +514,11 @@ impl Connection {
     fn bus_error(&self) -> Option<String> {
         let msg = self.pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
         let gst::MessageView::Error(err) = msg.view() else { return None };
-        let text = describe_error(err);
-        Some(match &self.password {
-            Some(p) if !p.is_empty() => text.replace(p.as_str(), "…"),
-            _ => text,
-        })
+        let mut text = describe_error(err);
+        for secret in &self.secrets {
+            text = text.replace(secret.as_str(), "…");
+        }
+        Some(text)
     }
 
     /// Receive time of a sample in Unix ns: the pipeline's base time plus its running time.

@@ -48,14 +48,28 @@ impl CameraUrl {
     pub fn has_credentials(&self) -> bool {
         self.user.is_some() || self.password.is_some()
     }
+
+    /// Everything in the URL that may be a secret: the password and the query (many
+    /// recorders take `?user=…&password=…`).
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.password.iter().cloned().collect();
+        if let Some((_, query)) = self.location.split_once('?') {
+            out.push(query.to_owned());
+        }
+        out
+    }
 }
 
 impl fmt::Display for CameraUrl {
-    /// `rtsp://…@host/path` when the URL has credentials, else the URL itself.
+    /// `rtsp://…@host/path?…`: credentials and the query (which may hold them) masked.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.location.split_once("://") {
-            Some((scheme, rest)) if self.has_credentials() => write!(f, "{scheme}://…@{rest}"),
-            _ => f.write_str(&self.location),
+        let (base, query) = match self.location.split_once('?') {
+            Some((base, _)) => (base, "?…"),
+            None => (self.location.as_str(), ""),
+        };
+        match base.split_once("://") {
+            Some((scheme, rest)) if self.has_credentials() => write!(f, "{scheme}://…@{rest}{query}"),
+            _ => write!(f, "{base}{query}"),
         }
     }
 }
@@ -112,6 +126,14 @@ mod tests {
             assert!(!shown.contains("admin") && !shown.contains("cret"), "{shown}");
             assert!(shown.contains("rtsp://…@10.1.2.3:554/Streaming/101"), "{shown}");
         }
+    }
+
+    #[test]
+    fn credentials_in_the_query_are_masked_too() {
+        let url = CameraUrl::parse("rtsp://10.1.2.3/live?user=admin&password=hunter2").unwrap();
+        assert_eq!(url.to_string(), "rtsp://10.1.2.3/live?…");
+        assert_eq!(url.location(), "rtsp://10.1.2.3/live?user=admin&password=hunter2");
+        assert_eq!(url.secrets(), vec!["user=admin&password=hunter2".to_owned()]);
     }
 
     #[test]

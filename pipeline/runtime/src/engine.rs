@@ -292,6 +292,7 @@ fn decode(
     // The last frame sent to inference, when gating: later frames are compared with it (not
     // with their neighbour), so that slow change still adds up to an inference.
     let mut reference: Option<Vec<u8>> = None;
+    let mut last_pts: Option<u64> = None;
     while !cancel.load(Ordering::Relaxed) {
         let started = Instant::now();
         let frame = match source.next_frame() {
@@ -302,9 +303,17 @@ fn decode(
                 return;
             }
         };
+        // After a gap (a reconnect) the scene is compared afresh.
+        if last_pts.is_some_and(|p| frame.pts_ns.saturating_sub(p) > GATE_MAX_GAP_NS) {
+            reference = None;
+        }
+        last_pts = Some(frame.pts_ns);
         if let Some(threshold) = gate {
-            if reference.as_deref().is_some_and(|r| mean_abs_diff(r, &frame.pixels) < threshold) {
+            if reference.as_deref().is_some_and(|r| max_strip_diff(r, &frame.pixels) < threshold) {
                 metrics::counter!("retail_frames_gated_total").increment(1);
+                // Its pixels are not needed any more: a gated frame costs no memory to speak of.
+                let mut frame = frame;
+                frame.pixels = Vec::new();
                 let _ = tx.send(Outcome::Gated { seq, frame, decode: started.elapsed() });
                 seq += 1;
                 continue;
@@ -317,6 +326,9 @@ fn decode(
             Pushed::Dropped(old) => {
                 metrics::counter!("retail_frames_dropped_total").increment(1);
                 let _ = tx.send(Outcome::Dropped(old));
+                // The dropped frame may have been the reference: gate against a frame that
+                // is sure to be inferred.
+                reference = None;
             }
             Pushed::Closed => return,
         }
@@ -325,13 +337,26 @@ fn decode(
     let _ = tx.send(Outcome::SourceEnd { frames: seq });
 }
 
-/// Mean absolute difference of two frames' bytes (0..255); frames of another size differ fully.
-fn mean_abs_diff(a: &[u8], b: &[u8]) -> f32 {
+/// A gap in frame times after which motion gating starts afresh (a reconnect, an outage).
+const GATE_MAX_GAP_NS: u64 = 2_000_000_000;
+/// Horizontal strips the frame is cut into for motion gating.
+const GATE_STRIPS: usize = 64;
+
+/// The largest mean absolute difference (0..255) over horizontal strips of two frames: a
+/// person in a small part of the frame moves one strip's mean far more than the whole
+/// frame's. Frames of another size differ fully.
+fn max_strip_diff(a: &[u8], b: &[u8]) -> f32 {
     if a.len() != b.len() || a.is_empty() {
         return f32::MAX;
     }
-    let sum: u64 = a.iter().zip(b).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
-    (sum as f64 / a.len() as f64) as f32
+    let strip = a.len().div_ceil(GATE_STRIPS);
+    a.chunks(strip)
+        .zip(b.chunks(strip))
+        .map(|(x, y)| {
+            let sum: u64 = x.iter().zip(y).map(|(p, q)| u64::from(p.abs_diff(*q))).sum();
+            (sum as f64 / x.len() as f64) as f32
+        })
+        .fold(0.0, f32::max)
 }
 
 fn infer_worker(queue: &InferQueue<Queued>, mut backend: Box<dyn InferenceBackend>, batching: Batching) {
@@ -541,5 +566,31 @@ impl Collector {
                 finished,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_strip_diff;
+
+    #[test]
+    fn a_small_person_entering_is_motion_but_sensor_noise_is_not() {
+        let (w, h) = (320, 320);
+        let still = vec![100u8; w * h * 3];
+        let noisy: Vec<u8> = still.iter().enumerate().map(|(i, p)| if i % 2 == 0 { p + 1 } else { p - 1 }).collect();
+        assert!(max_strip_diff(&still, &noisy) <= 1.0);
+        // A 40×40 person (1.6 % of the frame) brighter by 60.
+        let mut person = still.clone();
+        for y in 100..140 {
+            for x in 150..190 {
+                for c in 0..3 {
+                    person[(y * w + x) * 3 + c] = 160;
+                }
+            }
+        }
+        let whole_frame_mean = 60.0 * 1600.0 / (w * h) as f32;
+        assert!(whole_frame_mean < 1.0, "a whole-frame mean would miss them: {whole_frame_mean}");
+        assert!(max_strip_diff(&still, &person) > 5.0, "{}", max_strip_diff(&still, &person));
+        assert_eq!(max_strip_diff(&still, &still[..10]), f32::MAX);
     }
 }

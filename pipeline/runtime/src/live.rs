@@ -27,6 +27,10 @@ use crate::{CameraConfig, Config, Engine, ModelChoice, ProgressFn, RuntimeError,
 
 /// A stream that stopped on its own is started again after this long.
 const RESTART_AFTER: Duration = Duration::from_secs(5);
+/// How long a worker keeps a camera whose partition it lost (see [`Worker::tick`]): longer
+/// than a rebalance between live members takes, and far less than a session timeout, so a
+/// camera that really moved runs on two workers for at most this long.
+const LOST_GRACE: Duration = Duration::from_secs(4);
 
 /// One camera's state, for metrics, `/readyz` and the API. Never holds its credentials.
 #[derive(Clone, Debug, Serialize)]
@@ -83,6 +87,9 @@ pub struct Worker {
     group: Option<Box<dyn RecordConsumer>>,
     /// Partitions this worker holds; `None`: every camera is this worker's.
     owned: Option<Vec<i32>>,
+    /// Partitions lost, since when: their cameras run on for [`LOST_GRACE`], so that the
+    /// moment of an eager rebalance when a member holds nothing does not restart them.
+    lost: BTreeMap<i32, Instant>,
     // Declared last: dropped after every stream handle.
     engine: Engine,
 }
@@ -98,7 +105,8 @@ impl Worker {
         // In a group nothing is ours until the group says so.
         let owned = group.as_ref().map(|_| Vec::new());
         let cameras = config.cameras.clone();
-        let mut worker = Worker { config, model, bus, cameras: BTreeMap::new(), group, owned, engine };
+        let mut worker =
+            Worker { config, model, bus, cameras: BTreeMap::new(), group, owned, lost: BTreeMap::new(), engine };
         worker.apply(&cameras);
         worker.tick();
         Ok(worker)
@@ -106,9 +114,9 @@ impl Worker {
 
     /// Whether this worker runs `cam` (always, outside a group).
     fn owns(&self, cam: &CameraConfig) -> bool {
-        self.owned.as_ref().is_none_or(|parts| {
-            parts.contains(&partition_for(cam.id.0.as_bytes(), self.config.live.cameras_partitions))
-        })
+        let Some(parts) = &self.owned else { return true };
+        let p = partition_for(cam.id.0.as_bytes(), self.config.live.cameras_partitions);
+        parts.contains(&p) || (self.lost.contains_key(&p) && self.cameras.contains_key(&cam.id.0))
     }
 
     /// Partitions this worker holds in its group (`None` outside a group).
@@ -129,6 +137,10 @@ impl Worker {
         let cameras: Vec<CameraConfig> = self.config.cameras.iter().filter(|c| self.owns(c)).cloned().collect();
         let wanted: BTreeMap<&str, &CameraConfig> = cameras.iter().map(|c| (c.id.0.as_str(), c)).collect();
         let gone: Vec<String> = self.cameras.keys().filter(|id| !wanted.contains_key(id.as_str())).cloned().collect();
+        // Every stream told first, then each waited for: they finish side by side.
+        for id in &gone {
+            self.cameras[id].monitor.stop();
+        }
         for id in gone {
             self.stop(&id);
             changes.removed.push(id);
@@ -168,7 +180,9 @@ impl Worker {
             self.config.live.cameras_topic.clone(),
             self.config.live.cameras_partitions,
         );
-        let live_changed = live != self.config.live || config.tracker != self.config.tracker;
+        let live_changed = live != self.config.live
+            || config.tracker != self.config.tracker
+            || config.analytics != self.config.analytics;
         let cameras = config.cameras.clone();
         self.config.live = live;
         self.config.tracker = config.tracker;
@@ -197,11 +211,24 @@ impl Worker {
                 p.sort_unstable();
                 p
             });
-            if owned != self.owned {
-                info!(partitions = ?owned, "camera assignment changed");
+            let now = Instant::now();
+            let expired = self.lost.len();
+            self.lost.retain(|_, since| now.duration_since(*since) < LOST_GRACE);
+            let expired = expired != self.lost.len();
+            if owned != self.owned || expired {
+                let (old, new) = (self.owned.clone().unwrap_or_default(), owned.clone().unwrap_or_default());
+                for p in old.iter().filter(|p| !new.contains(p)) {
+                    self.lost.entry(*p).or_insert(now);
+                }
+                self.lost.retain(|p, _| !new.contains(p));
+                if owned != self.owned {
+                    info!(partitions = ?owned, "camera assignment changed");
+                }
                 self.owned = owned;
                 let c = self.sync();
-                info!(added = ?c.added, removed = ?c.removed, "cameras moved");
+                if !c.added.is_empty() || !c.removed.is_empty() {
+                    info!(added = ?c.added, removed = ?c.removed, "cameras moved");
+                }
             }
         }
         self.restart_stopped();
@@ -213,6 +240,9 @@ impl Worker {
             let cam = self.cameras.get_mut(&id).expect("id from the map");
             if cam.handle.as_ref().is_some_and(StreamHandle::is_finished) {
                 let handle = cam.handle.take().expect("checked above");
+                // The collector has ended, but the decoder may sit in the source's backoff:
+                // only a stop of the monitor ends that wait.
+                cam.monitor.stop();
                 let error = match handle.join() {
                     Ok(_) => "the stream ended".to_owned(),
                     Err(e) => e.to_string(),
@@ -287,7 +317,10 @@ impl Worker {
         let cam = self.cameras.remove(id)?;
         cam.monitor.stop();
         let result = cam.handle.map(StreamHandle::join);
-        info!(camera = %id, "camera stopped");
+        match &result {
+            Some(Err(e)) => warn!(camera = %id, error = %e, "camera stopped; its stream failed at the end"),
+            _ => info!(camera = %id, "camera stopped"),
+        }
         result
     }
 
