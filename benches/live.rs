@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
     retail_testkit::rtsp::serve_if_child();
     let args = Args::parse();
     println!(
-        "| camera stream | cameras | asked fps | analysed fps | dropped | reconnects | gated | CPU cores | infer ms | queue ms | keeps up |"
+        "| camera stream | cameras | asked fps | frames in /s | dropped | reconnects | gated | CPU cores | infer ms | queue ms | keeps up |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for clip in &args.clips {
