@@ -46,6 +46,21 @@ fn parquet_sum(path: &Path, column: &str) -> i64 {
         .sum()
 }
 
+/// A summary's plaza counts are those of vtest analysed alone (tests/golden/vtest/int8):
+/// exactly on the CPU kind the golden files were made on, within 2 elsewhere (INT8 kernels
+/// differ between instruction sets; see tests/golden.rs).
+fn assert_plaza_as_alone(summary: &Value, name: &str) {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/vtest/int8");
+    let made_on = std::fs::read_to_string(golden.join("cpu-kind.txt")).unwrap();
+    let slack = if made_on.trim() == retail_testkit::cpu_kind() { 0 } else { 2 };
+    let want: Value = serde_json::from_slice(&std::fs::read(golden.join("summary.json")).unwrap()).unwrap();
+    for dir in ["in", "out"] {
+        let (got, want) =
+            (summary["lines"]["plaza"][dir].as_u64().unwrap(), want["lines"]["plaza"][dir].as_u64().unwrap());
+        assert!(got.abs_diff(want) <= slack, "{name}: plaza {dir} {got}, alone {want} (slack {slack})");
+    }
+}
+
 #[test]
 fn vtest_end_to_end_counts_agree_everywhere() {
     let dir = tempfile::tempdir().unwrap();
@@ -382,16 +397,14 @@ fn several_files_at_once_each_count_as_alone() {
     for (n, s) in names.iter().zip(&printed) {
         assert_eq!(s["stream"], *n);
         assert_eq!(s["frames"], 795);
-        assert_eq!(
-            (s["lines"]["plaza"]["in"].as_u64(), s["lines"]["plaza"]["out"].as_u64()),
-            (Some(14), Some(15)),
-            "{n}"
-        );
+        assert_plaza_as_alone(s, n);
         let written: Value = serde_json::from_slice(&std::fs::read(out.join(n).join("summary.json")).unwrap()).unwrap();
         assert_eq!(&written, s);
         let events = jsonl(&out.join(n).join("events.jsonl"));
         assert!(events.iter().all(|e| e["stream"] == *n), "{n}: another stream's event in its file");
-        assert_eq!(parquet_sum(&out.join(n).join("aggregates/line_counts.parquet"), "in_count"), 14);
+        // The Parquet aggregates agree with the summary.
+        let ins = s["lines"]["plaza"]["in"].as_i64().unwrap();
+        assert_eq!(parquet_sum(&out.join(n).join("aggregates/line_counts.parquet"), "in_count"), ins);
     }
 }
 
@@ -477,9 +490,6 @@ fn a_bad_file_among_several_fails_alone() {
     let err = stderr(&o);
     assert!(err.contains("till.mp4") && err.contains("1 of 2 inputs failed"), "{err}");
     let summary: Value = serde_json::from_slice(&std::fs::read(out.join("door/summary.json")).unwrap()).unwrap();
-    assert_eq!(
-        (summary["lines"]["plaza"]["in"].as_u64(), summary["lines"]["plaza"]["out"].as_u64()),
-        (Some(14), Some(15))
-    );
+    assert_plaza_as_alone(&summary, "door");
     assert!(!out.join("till").exists(), "the bad file left an output folder");
 }
