@@ -408,6 +408,9 @@ fn two_workers_in_a_group_share_four_cameras_and_the_survivor_takes_over_after_k
         broker.brokers(),
         dir.path().join("spool").display()
     );
+    // Made by hand with 3 partitions, not the configured 32: cameras must be spread over the
+    // 3 that exist (mapped over 32, three of these four would run nowhere).
+    retail_bus::ensure_topics(&broker.brokers(), &[("retail.cameras", 3)], 1, Duration::from_secs(10)).unwrap();
     let ids = ["cam-1", "cam-2", "cam-3", "cam-4"];
     for id in ids {
         text.push_str(&format!("[[cameras]]\nid = \"{id}\"\nurl = \"{}\"\nanalysis-fps = 1\n", server.url()));
@@ -452,6 +455,7 @@ fn two_workers_in_a_group_share_four_cameras_and_the_survivor_takes_over_after_k
     // The broker notices the dead member after the session timeout; the survivor then needs a
     // tick (1 s) and a connection (about 1 s) per camera, started together.
     assert!(took <= Duration::from_secs(session_s + 8), "take-over took {took:?}");
+
     signal(a.id(), "-TERM");
     assert!(a.wait().unwrap().success());
 }

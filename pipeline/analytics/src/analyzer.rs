@@ -176,6 +176,12 @@ impl Analyzer {
         events
     }
 
+    /// Ends tracks between frames (the source went quiet for longer than a track lives):
+    /// their open visits close at the time each was last seen.
+    pub fn end_tracks(&mut self, ids: &[u64]) -> Vec<Event> {
+        ids.iter().flat_map(|id| self.end_track(*id, ExitReason::TrackLost)).collect()
+    }
+
     /// End of stream: closes every open visit, then sends the last minute's occupancy.
     pub fn finish(&mut self) -> Vec<Event> {
         let mut ids: Vec<u64> = self.last_seen.keys().copied().collect();

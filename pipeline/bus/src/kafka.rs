@@ -677,6 +677,23 @@ impl RecordConsumer for KafkaConsumer {
         Some(self.assigned_partitions())
     }
 
+    fn partition_count(&self) -> Result<Option<i32>, BusError> {
+        let operation = format!("metadata of topic {}", self.topic);
+        let meta = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+            .map_err(|e| kafka_err(&self.brokers, &operation, e))?;
+        let topic = meta.topics().iter().find(|t| t.name() == self.topic);
+        match topic {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(Some(t.partitions().len() as i32)),
+            Some(t) => {
+                let why = t.error().map_or("no partitions".to_owned(), |e| format!("{:?}", RDKafkaErrorCode::from(e)));
+                Err(kafka_err(&self.brokers, &operation, why))
+            }
+            None => Err(kafka_err(&self.brokers, &operation, "the topic does not exist")),
+        }
+    }
+
     fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), BusError> {
         if next_offsets.is_empty() {
             return Ok(());

@@ -27,7 +27,7 @@ use std::time::Duration;
 pub use codec::{DecodeError, decode_event, encode_event};
 pub use config::BusConfig;
 pub use error::BusError;
-pub use kafka::{KafkaConsumer, KafkaProducer};
+pub use kafka::{KafkaConsumer, KafkaProducer, ensure_topics};
 pub use memory::{MemoryBus, MemoryConsumer, MemoryProducer};
 pub use retail_core::Event;
 pub use spool::{MAX_RECORD_BYTES, Spool, SpooledRecord};
@@ -94,6 +94,10 @@ pub trait RecordConsumer: Send {
     /// `None` when it reads every partition for good.
     fn assignment(&self) -> Option<Vec<i32>> {
         None
+    }
+    /// How many partitions the topic has on the broker (`None` where the bus does not say).
+    fn partition_count(&self) -> Result<Option<i32>, BusError> {
+        Ok(None)
     }
 }
 

@@ -43,6 +43,7 @@ pub fn file_job(
         analytics: config.analytics_config(),
         tracker: config.tracker.clone(),
         motion_threshold: None,
+        track_gap_ns: None,
         outputs,
         bus,
         flush_timeout_s: config.bus.flush_timeout_s,

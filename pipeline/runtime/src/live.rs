@@ -87,6 +87,8 @@ pub struct Worker {
     group: Option<Box<dyn RecordConsumer>>,
     /// Partitions this worker holds; `None`: every camera is this worker's.
     owned: Option<Vec<i32>>,
+    /// Partitions of the cameras topic, as the broker has it: cameras map over these.
+    partitions: i32,
     /// Partitions lost, since when: their cameras run on for [`LOST_GRACE`], so that the
     /// moment of an eager rebalance when a member holds nothing does not restart them.
     lost: BTreeMap<i32, Instant>,
@@ -102,11 +104,13 @@ impl Worker {
         let bus: SharedBus = Arc::new(std::sync::Mutex::new(retail_bus::open_producer(&config.bus)?));
         let engine = Engine::from_config(&config, &model)?;
         let group = open_group(&config)?;
+        let partitions = group_partitions(&config, group.as_deref())?;
         // In a group nothing is ours until the group says so.
         let owned = group.as_ref().map(|_| Vec::new());
         let cameras = config.cameras.clone();
+        let lost = BTreeMap::new();
         let mut worker =
-            Worker { config, model, bus, cameras: BTreeMap::new(), group, owned, lost: BTreeMap::new(), engine };
+            Worker { config, model, bus, cameras: BTreeMap::new(), group, owned, partitions, lost, engine };
         worker.apply(&cameras);
         worker.tick();
         Ok(worker)
@@ -115,7 +119,7 @@ impl Worker {
     /// Whether this worker runs `cam` (always, outside a group).
     fn owns(&self, cam: &CameraConfig) -> bool {
         let Some(parts) = &self.owned else { return true };
-        let p = partition_for(cam.id.0.as_bytes(), self.config.live.cameras_partitions);
+        let p = partition_for(cam.id.0.as_bytes(), self.partitions);
         parts.contains(&p) || (self.lost.contains_key(&p) && self.cameras.contains_key(&cam.id.0))
     }
 
@@ -367,6 +371,25 @@ fn open_group(config: &Config) -> Result<Option<Box<dyn RecordConsumer>>, Runtim
     Ok(Some(retail_bus::open_consumer(&bus, group)?))
 }
 
+/// The partitions cameras are mapped over: the topic's real count, which every worker of
+/// the group reads alike. A topic made by hand with fewer partitions than
+/// `live.cameras-partitions` would otherwise leave the cameras of the missing ones unrun.
+fn group_partitions(config: &Config, group: Option<&dyn RecordConsumer>) -> Result<i32, RuntimeError> {
+    let configured = config.live.cameras_partitions;
+    let Some(real) = group.map(RecordConsumer::partition_count).transpose()?.flatten() else {
+        return Ok(configured);
+    };
+    if real != configured {
+        warn!(
+            topic = %config.live.cameras_topic,
+            partitions = real,
+            configured,
+            "the cameras topic has another partition count than live.cameras-partitions: cameras are spread over the topic's"
+        );
+    }
+    Ok(real)
+}
+
 /// The engine job of one camera: its source, tracker tuned to its analysis rate, its lines
 /// and zones, events to the shared bus, and no files.
 fn camera_job(
@@ -413,6 +436,7 @@ fn camera_job(
         analytics: config.camera_analytics(cam),
         tracker,
         motion_threshold: (cam.motion_threshold > 0.0).then_some(cam.motion_threshold),
+        track_gap_ns: Some((live.max_lost_s * 1e9) as u64),
         outputs: OutputSpec::default(),
         bus,
         flush_timeout_s: config.bus.flush_timeout_s,

@@ -45,6 +45,10 @@ pub struct StreamJob {
     /// input) from the last frame sent to inference is below this skips inference and reuses
     /// the previous frame's detections, keeping tracks alive. `None`: every frame is inferred.
     pub motion_threshold: Option<f32>,
+    /// A gap between two frames longer than this (a live camera's outage) ends every track,
+    /// closing its visits when it was last seen, so nobody dwells through an outage and a
+    /// person seen before it is a new track after. `None`: tracks end by frame count only.
+    pub track_gap_ns: Option<u64>,
     pub outputs: OutputSpec,
     pub bus: SharedBus,
     /// How long to wait for the bus to deliver at the end, seconds.
@@ -70,6 +74,8 @@ pub(crate) struct StreamAnalysis {
     info: VideoInfo,
     analytics: AnalyticsConfig,
     tracker: Tracker,
+    track_gap_ns: Option<u64>,
+    last_pts_ns: Option<u64>,
     analyzer: Analyzer,
     aggregator: MinuteAggregator,
     outputs: Outputs,
@@ -121,6 +127,8 @@ impl StreamAnalysis {
             info,
             analytics: job.analytics.clone(),
             tracker: Tracker::new(job.tracker.clone(), model.score_threshold),
+            track_gap_ns: job.track_gap_ns,
+            last_pts_ns: None,
             analyzer,
             aggregator,
             outputs,
@@ -138,6 +146,15 @@ impl StreamAnalysis {
     }
 
     pub fn process(&mut self, frame: Analysed<'_>) -> Result<(), RuntimeError> {
+        if let (Some(gap), Some(last)) = (self.track_gap_ns, self.last_pts_ns)
+            && frame.pts_ns.saturating_sub(last) > gap
+        {
+            let ended = self.tracker.finish();
+            debug!(stream = %self.stream, tracks = ended.len(), gap_s = pts_seconds(frame.pts_ns - last), "gap in the stream: tracks ended");
+            let events = self.analyzer.end_tracks(&ended);
+            self.publish(&events)?;
+        }
+        self.last_pts_ns = Some(frame.pts_ns);
         let tracks = self.tracker.update(frame.detections);
         let out = self.analyzer.process(frame.pts_ns, &tracks.active, &tracks.ended);
         self.publish(&out.events)?;

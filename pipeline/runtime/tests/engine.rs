@@ -133,6 +133,7 @@ fn a_live_source_that_outruns_inference_drops_frames_and_counts_them() {
         analytics: cfg.analytics_config(),
         tracker: cfg.tracker.clone(),
         motion_threshold: None,
+        track_gap_ns: None,
         outputs: OutputSpec::default(),
         bus: memory_bus("live"),
         flush_timeout_s: 10,
@@ -228,6 +229,7 @@ fn camera_job_on(
         analytics: Default::default(),
         tracker: Default::default(),
         motion_threshold: None,
+        track_gap_ns: None,
         outputs: OutputSpec::default(),
         bus,
         flush_timeout_s: 10,
@@ -337,7 +339,11 @@ struct StillCamera {
     info: VideoInfo,
     next: u64,
     limit: u64,
+    /// Frames from this index on come 10 s later (an outage of the camera).
+    gap_from: Option<u64>,
 }
+
+const OUTAGE_NS: u64 = 10_000_000_000;
 
 impl FrameSource for StillCamera {
     fn info(&self) -> &VideoInfo {
@@ -353,6 +359,9 @@ impl FrameSource for StillCamera {
         }
         f.index = self.next;
         f.pts_ns = self.next * 100_000_000;
+        if self.gap_from.is_some_and(|g| self.next >= g) {
+            f.pts_ns += OUTAGE_NS;
+        }
         self.next += 1;
         Ok(Some(f))
     }
@@ -379,7 +388,13 @@ fn motion_gating_skips_inference_on_a_still_scene_and_keeps_its_people() {
             Arc::new(move |p: &StreamProgress| *last.lock().unwrap() = p.clone())
         };
         let mut job = camera_job("still", 0, false, false, Some(progress));
-        job.source = Box::new(StillCamera { frame: frame.clone(), info: file.info().clone(), next: 0, limit: 40 });
+        job.source = Box::new(StillCamera {
+            frame: frame.clone(),
+            info: file.info().clone(),
+            next: 0,
+            limit: 40,
+            gap_from: None,
+        });
         job.analytics = cfg.analytics_config();
         job.motion_threshold = gate;
         let summary = engine.start(job).unwrap().join().unwrap();
@@ -398,4 +413,66 @@ fn motion_gating_skips_inference_on_a_still_scene_and_keeps_its_people() {
     // differs enough from the last inferred one.
     let (_, p_noisy) = run(Some(0.5));
     assert_eq!(p_noisy.frames_gated, 0, "{p_noisy:?}");
+}
+
+/// A live camera's outage longer than tracks live ends every track: visits close when the
+/// person was last seen (nobody dwells through the outage) and the people seen after it are
+/// new tracks, with new ids.
+#[test]
+fn an_outage_longer_than_a_track_lives_ends_the_tracks_and_their_visits() {
+    let cfg = config();
+    let model = ModelChoice::resolve(&cfg).unwrap();
+    let engine = Engine::from_config(&cfg, &model).unwrap();
+    let mut file =
+        retail_ingest::FileSource::open(&vtest(), model.source_spec("gap".into(), false), &cfg.ingest).unwrap();
+    let frame = (0..100).map(|_| file.next_frame().unwrap().unwrap()).last().unwrap();
+    let run = |name: &str, track_gap_ns: Option<u64>| {
+        let bus = memory_bus(name);
+        let mut job = camera_job_on(bus, name, 0, false, false, None);
+        job.source = Box::new(StillCamera {
+            frame: frame.clone(),
+            info: file.info().clone(),
+            next: 0,
+            limit: 40,
+            gap_from: Some(20),
+        });
+        job.analytics = cfg.analytics_config();
+        // The whole frame: everyone seen is on a visit.
+        job.analytics.zones[0].polygon = vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]];
+        job.track_gap_ns = track_gap_ns;
+        let summary = engine.start(job).unwrap().join().unwrap();
+        let config = retail_bus::BusConfig::default();
+        let events: Vec<retail_core::Event> = retail_bus::MemoryBus::named(name, config.partitions)
+            .messages(&config.topic)
+            .iter()
+            .map(|m| retail_bus::decode_event(m).unwrap())
+            .collect();
+        (summary, events)
+    };
+    let dwells = |events: &[retail_core::Event]| -> Vec<f64> {
+        events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                retail_core::EventKind::ZoneExit { dwell_s, .. } => Some(*dwell_s),
+                _ => None,
+            })
+            .collect()
+    };
+    // Without the gap rule the tracks ride through the outage, and so do their visits.
+    let (through, through_events) = run("gap-through", None);
+    assert!(dwells(&through_events).iter().any(|d| *d > 10.0), "{through:?} {through_events:?}");
+
+    let (ended, events) = run("gap-ended", Some(3_000_000_000));
+    let d = dwells(&events);
+    assert!(!d.is_empty() && d.iter().all(|d| *d < 2.0), "a visit spans the 10 s outage: {d:?}");
+    let before: Vec<u64> =
+        events.iter().filter(|e| e.pts_ns < OUTAGE_NS && e.track_id > 0).map(|e| e.track_id).collect();
+    let after: Vec<u64> =
+        events.iter().filter(|e| e.pts_ns > OUTAGE_NS && e.track_id > 0).map(|e| e.track_id).collect();
+    assert!(!before.is_empty() && !after.is_empty(), "{events:?}");
+    assert!(after.iter().all(|a| before.iter().all(|b| a > b)), "an id from before the outage is reused after it");
+    assert!(ended.people > through.people, "{} people with the gap rule, {} without", ended.people, through.people);
+    // Every zone entry is closed once: entries before the outage closed at it, the rest at the end.
+    let count = |kind: &str| events.iter().filter(|e| format!("{:?}", e.kind).starts_with(kind)).count();
+    assert_eq!(count("ZoneEnter"), count("ZoneExit"));
 }

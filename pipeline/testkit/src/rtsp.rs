@@ -152,16 +152,43 @@ pub fn h264_fixture(fps: u32) -> PathBuf {
 /// `vtest.avi` scaled to `width`×`height` as H.264 in MP4 at `fps` (its 795 frames kept, so
 /// the clip lasts 79.5 s × 10 / fps), made once under the cache and reused.
 pub fn h264_clip(width: u32, height: u32, fps: u32) -> PathBuf {
-    let name = if (width, height) == (768, 576) {
-        format!("vtest-h264-{fps}fps.mp4")
+    h264_clip_looped(width, height, fps, 1)
+}
+
+/// [`h264_clip`] played `loops` times over in one file (for streams that must run for
+/// minutes without an end of stream).
+pub fn h264_clip_looped(width: u32, height: u32, fps: u32, loops: u32) -> PathBuf {
+    let mut name = if (width, height) == (768, 576) {
+        format!("vtest-h264-{fps}fps")
     } else {
-        format!("vtest-h264-{width}x{height}-{fps}fps.mp4")
+        format!("vtest-h264-{width}x{height}-{fps}fps")
     };
-    let out = crate::cache_home().join("media").join(name);
+    if loops > 1 {
+        name.push_str(&format!("-x{loops}"));
+    }
+    let out = crate::cache_home().join("media").join(format!("{name}.mp4"));
     if out.is_file() {
         return out;
     }
     gst::init().expect("gst init");
+    if loops > 1 {
+        // The one-play clip decoded `loops` times in a row: its frames already have the
+        // clip's rate, so `concat` only has to put them end to end.
+        let one = h264_clip_looped(width, height, fps, 1);
+        let tmp = out.with_extension(format!("{}.part", std::process::id()));
+        let sources: String = (0..loops)
+            .map(|_| format!(" filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! c.", one.display()))
+            .collect();
+        let desc = format!(
+            "concat name=c ! videoconvert ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max={fps} ! \
+             h264parse ! mp4mux ! filesink location={}{sources}",
+            tmp.display()
+        );
+        let pipeline = gst::parse::launch(&desc).expect("fixture pipeline").downcast::<gst::Pipeline>().unwrap();
+        run_to_eos(&pipeline);
+        std::fs::rename(&tmp, &out).expect("rename fixture");
+        return out;
+    }
     let src = crate::cache_home().join("media/vtest.avi");
     assert!(src.is_file(), "{} missing: run make setup", src.display());
     let tmp = out.with_extension(format!("{}.part", std::process::id()));
