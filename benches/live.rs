@@ -273,7 +273,7 @@ fn soak(args: &Args) -> anyhow::Result<()> {
         "RSS after warm-up ({} s) {warm:.1} MiB, at the end {end_rss:.1} MiB: {change:+.1} % ({}); peak {:.1} MiB; {cycles} churn cycles",
         args.warmup_s,
         if change.abs() <= 5.0 { "within 5 %" } else { "NOT within 5 %" },
-        rss_samples.iter().cloned().fold(0.0, f64::max),
+        rss_samples.iter().copied().fold(0.0, f64::max),
     );
     drop(worker.shutdown());
     Ok(())
