@@ -384,12 +384,14 @@ fn served_by(ports: &[u16]) -> BTreeMap<String, Vec<u16>> {
     out
 }
 
+/// Starts `retail-ai worker`; its log goes to `worker-<port>.log` beside the config.
 fn start_worker(config: &Path, port: u16) -> std::process::Child {
+    let log = config.with_file_name(format!("worker-{port}.log"));
     std::process::Command::new(env!("CARGO_BIN_EXE_retail-ai"))
         .args(["--log", "info", "--metrics-addr", &format!("127.0.0.1:{port}"), "worker", "--config"])
         .arg(config)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()
 }
@@ -458,4 +460,91 @@ fn two_workers_in_a_group_share_four_cameras_and_the_survivor_takes_over_after_k
 
     signal(a.id(), "-TERM");
     assert!(a.wait().unwrap().success());
+}
+
+/// Samples which worker runs which camera until `done` holds or `limit` passes; returns the
+/// time taken and the longest stretch during which some camera was live on two workers.
+fn watch(
+    ports: &[u16],
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&BTreeMap<String, Vec<u16>>) -> bool,
+) -> (Duration, Duration) {
+    let start = Instant::now();
+    let (mut twice_since, mut twice_longest) = (None::<Instant>, Duration::ZERO);
+    loop {
+        let now = served_by(ports);
+        if now.values().any(|w| w.len() > 1) {
+            let since = *twice_since.get_or_insert_with(Instant::now);
+            twice_longest = twice_longest.max(since.elapsed());
+        } else {
+            twice_since = None;
+        }
+        if done(&now) {
+            return (start.elapsed(), twice_longest);
+        }
+        assert!(start.elapsed() < limit, "{what} not within {limit:?}: {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_frozen_or_cut_off_worker_gives_its_cameras_up_within_the_session_timeout() {
+    let _turn = turn();
+    let mut broker = retail_testkit::Tansu::start();
+    let server = RtspServer::start(RtspMedia { file: h264_fixture(20), credentials: None });
+    // KEEP_LOGS=1 keeps the workers' logs.
+    let keep = std::env::var_os("KEEP_LOGS").is_some();
+    let dir = tempfile::Builder::new().disable_cleanup(keep).tempdir().unwrap();
+    let config = dir.path().join("workers.toml");
+    eprintln!("worker logs in {}", dir.path().display());
+    let session_s = 6;
+    let mut text = format!(
+        "[bus]\nurl = \"kafka://{}\"\nsession-timeout-s = {session_s}\nspool-dir = \"{}\"\n\
+         [detector]\nworkers = 1\n[live]\ngroup = \"fence-workers\"\nbackoff-max-s = 2.0\n",
+        broker.brokers(),
+        dir.path().join("spool").display()
+    );
+    retail_bus::ensure_topics(&broker.brokers(), &[("retail.cameras", 4)], 1, Duration::from_secs(10)).unwrap();
+    for id in ["cam-1", "cam-2", "cam-3", "cam-4"] {
+        text.push_str(&format!("[[cameras]]\nid = \"{id}\"\nurl = \"{}\"\nanalysis-fps = 1\n", server.url()));
+    }
+    std::fs::write(&config, text).unwrap();
+    let ports = [retail_testkit::free_port(), retail_testkit::free_port()];
+    let mut a = start_worker(&config, ports[0]);
+    let mut b = start_worker(&config, ports[1]);
+    let all_once = |s: &BTreeMap<String, Vec<u16>>| s.len() == 4 && s.values().all(|w| w.len() == 1);
+    let shared = |s: &BTreeMap<String, Vec<u16>>| all_once(s) && ports.iter().all(|p| s.values().any(|w| w[0] == *p));
+    watch(&ports, Duration::from_secs(90), "the group settling", shared);
+
+    // A frozen worker (SIGSTOP: a stalled VM, a long pause) loses its cameras to the other;
+    // once it runs again it must give them up, not analyse them beside their new owner.
+    signal(a.id(), "-STOP");
+    let (took, _) =
+        watch(&ports[1..], Duration::from_secs(session_s + 30), "take-over from the frozen worker", |s| s.len() == 4);
+    signal(a.id(), "-CONT");
+    let (settled, twice) = watch(&ports, Duration::from_secs(60), "the thawed worker giving up", all_once);
+    eprintln!(
+        "frozen worker: taken over in {took:?}; after thawing, cameras on both workers for {twice:?} (settled in {settled:?})"
+    );
+    assert!(twice <= Duration::from_secs(session_s), "a camera ran on two workers for {twice:?}");
+
+    // Cut off from the broker, nobody can say who owns what: every worker stops its cameras
+    // within the session timeout (and the grace of a rebalance), and takes them up again when
+    // the broker is back.
+    watch(&ports, Duration::from_secs(60), "the group settling again", all_once);
+    broker.stop();
+    eprintln!("broker stopped");
+    let (fenced, _) =
+        watch(&ports, Duration::from_secs(session_s + 30), "fencing without the broker", BTreeMap::is_empty);
+    broker.resume();
+    let (back, twice) = watch(&ports, Duration::from_secs(90), "cameras back with the broker", all_once);
+    eprintln!("broker down: all cameras stopped after {fenced:?}; broker back: all live again after {back:?}");
+    assert!(fenced <= Duration::from_secs(session_s + 6), "fencing took {fenced:?}");
+    assert!(twice <= Duration::from_secs(session_s), "a camera ran on two workers for {twice:?}");
+
+    for w in [&mut a, &mut b] {
+        signal(w.id(), "-TERM");
+        assert!(w.wait().unwrap().success());
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
@@ -21,6 +21,10 @@ use tracing::{debug, info, warn};
 use crate::{
     BusConfig, BusError, EventProducer, Record, RecordConsumer, Spool, SpooledRecord, encode_event, spool_dir,
 };
+
+/// Error events one consumer poll reads at most (the queue is finite, but a broker that
+/// keeps failing must not hold a poll for long).
+const MAX_ERRORS_PER_POLL: usize = 1024;
 
 /// Records in flight to the broker at once; bounds rdkafka's own queue.
 const WINDOW: usize = 2048;
@@ -562,12 +566,31 @@ impl Drop for KafkaProducer {
     }
 }
 
+/// Notes the revocations librdkafka makes because this member's group session was lost (the
+/// coordinator unreachable, or this process stalled, past the session timeout): those
+/// partitions may already be another member's.
+#[derive(Default)]
+struct GroupContext {
+    lost: AtomicBool,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if matches!(rebalance, Rebalance::Revoke(_)) && consumer.assignment_lost() {
+            warn!("the group session was lost: this member's partitions are revoked");
+            self.lost.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A consumer-group member with manual commits.
 pub struct KafkaConsumer {
     brokers: String,
     topic: String,
     group: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<GroupContext>,
     session_timeout: Duration,
     /// Since when this member has held no partition (None while it holds some).
     unassigned_since: Option<Instant>,
@@ -576,13 +599,13 @@ pub struct KafkaConsumer {
 
 impl KafkaConsumer {
     pub fn open(brokers: &str, config: &BusConfig, group: &str) -> Result<Self, BusError> {
-        let consumer: BaseConsumer = client_config(brokers)
+        let consumer: BaseConsumer<GroupContext> = client_config(brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", (config.session_timeout_s * 1000).to_string())
-            .create()
+            .create_with_context(GroupContext::default())
             .map_err(|e| kafka_err(brokers, "consumer", e))?;
         if config.create_topics {
             let topics = [(config.topic.as_str(), config.partitions), (config.dead_letter_topic.as_str(), 1)];
@@ -650,14 +673,17 @@ impl RecordConsumer for KafkaConsumer {
         self.rejoin_if_left_out()?;
         let mut out = Vec::new();
         let mut wait = timeout;
-        while out.len() < max {
+        // Errors queue up while the broker is away; all of them are read now, or a revocation
+        // queued behind them would wait one poll per error.
+        let (mut transient, mut last_error) = (0usize, None);
+        while out.len() < max && transient < MAX_ERRORS_PER_POLL {
             match self.consumer.poll(wait) {
                 None => break,
                 // librdkafka reconnects by itself after these (broker down, transport errors);
                 // only a fatal error ends consumption.
                 Some(Err(KafkaError::MessageConsumption(code))) => {
-                    warn!(brokers = %self.brokers, error = %code, "kafka consumer: transient error, retrying");
-                    break;
+                    transient += 1;
+                    last_error = Some(code);
                 }
                 Some(Err(e)) => return Err(kafka_err(&self.brokers, "poll", e)),
                 Some(Ok(m)) => out.push(Record {
@@ -670,11 +696,18 @@ impl RecordConsumer for KafkaConsumer {
             }
             wait = Duration::ZERO;
         }
+        if let Some(code) = last_error {
+            warn!(brokers = %self.brokers, error = %code, errors = transient, "kafka consumer: transient errors, retrying");
+        }
         Ok(out)
     }
 
     fn assignment(&self) -> Option<Vec<i32>> {
         Some(self.assigned_partitions())
+    }
+
+    fn take_assignment_lost(&mut self) -> bool {
+        self.consumer.context().lost.swap(false, Ordering::Relaxed)
     }
 
     fn partition_count(&self) -> Result<Option<i32>, BusError> {

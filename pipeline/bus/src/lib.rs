@@ -95,6 +95,12 @@ pub trait RecordConsumer: Send {
     fn assignment(&self) -> Option<Vec<i32>> {
         None
     }
+    /// Whether the group took this member's partitions without a rebalance since the last
+    /// call: its session expired (the broker unreachable, or this process stalled), so another
+    /// member may hold them already and their work must stop at once.
+    fn take_assignment_lost(&mut self) -> bool {
+        false
+    }
     /// How many partitions the topic has on the broker (`None` where the bus does not say).
     fn partition_count(&self) -> Result<Option<i32>, BusError> {
         Ok(None)

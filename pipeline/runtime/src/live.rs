@@ -215,13 +215,15 @@ impl Worker {
                 p.sort_unstable();
                 p
             });
+            // Fenced: another worker may run these cameras already, so no grace.
+            let fenced = group.take_assignment_lost();
             let now = Instant::now();
             let expired = self.lost.len();
-            self.lost.retain(|_, since| now.duration_since(*since) < LOST_GRACE);
+            self.lost.retain(|_, since| !fenced && now.duration_since(*since) < LOST_GRACE);
             let expired = expired != self.lost.len();
             if owned != self.owned || expired {
                 let (old, new) = (self.owned.clone().unwrap_or_default(), owned.clone().unwrap_or_default());
-                for p in old.iter().filter(|p| !new.contains(p)) {
+                for p in old.iter().filter(|p| !new.contains(p) && !fenced) {
                     self.lost.entry(*p).or_insert(now);
                 }
                 self.lost.retain(|p, _| !new.contains(p));
