@@ -396,28 +396,41 @@ fn start_worker(config: &Path, port: u16) -> std::process::Child {
         .unwrap()
 }
 
+/// A group of workers' config in `dir`: four cameras of `camera_url`, a session timeout
+/// of `session_s`, and the cameras topic made by hand with `partitions` partitions.
+fn group_config(
+    broker: &retail_testkit::Tansu,
+    camera_url: &str,
+    dir: &Path,
+    session_s: u64,
+    partitions: i32,
+) -> PathBuf {
+    let mut text = format!(
+        "[bus]\nurl = \"kafka://{}\"\nsession-timeout-s = {session_s}\nspool-dir = \"{}\"\n\
+         [detector]\nworkers = 1\n[live]\ngroup = \"test-workers\"\nbackoff-max-s = 2.0\n",
+        broker.brokers(),
+        dir.join("spool").display()
+    );
+    retail_bus::ensure_topics(&broker.brokers(), &[("retail.cameras", partitions)], 1, Duration::from_secs(10))
+        .unwrap();
+    for id in ["cam-1", "cam-2", "cam-3", "cam-4"] {
+        text.push_str(&format!("[[cameras]]\nid = \"{id}\"\nurl = \"{camera_url}\"\nanalysis-fps = 1\n"));
+    }
+    let config = dir.join("workers.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 #[test]
 fn two_workers_in_a_group_share_four_cameras_and_the_survivor_takes_over_after_kill_9() {
     let _turn = turn();
     let broker = retail_testkit::Tansu::start();
     let server = RtspServer::start(RtspMedia { file: h264_fixture(20), credentials: None });
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("workers.toml");
     let session_s = 6;
-    let mut text = format!(
-        "[bus]\nurl = \"kafka://{}\"\nsession-timeout-s = {session_s}\nspool-dir = \"{}\"\n\
-         [detector]\nworkers = 1\n[live]\ngroup = \"test-workers\"\nbackoff-max-s = 2.0\n",
-        broker.brokers(),
-        dir.path().join("spool").display()
-    );
     // Made by hand with 3 partitions, not the configured 32: cameras must be spread over the
     // 3 that exist (mapped over 32, three of these four would run nowhere).
-    retail_bus::ensure_topics(&broker.brokers(), &[("retail.cameras", 3)], 1, Duration::from_secs(10)).unwrap();
-    let ids = ["cam-1", "cam-2", "cam-3", "cam-4"];
-    for id in ids {
-        text.push_str(&format!("[[cameras]]\nid = \"{id}\"\nurl = \"{}\"\nanalysis-fps = 1\n", server.url()));
-    }
-    std::fs::write(&config, text).unwrap();
+    let config = group_config(&broker, &server.url(), dir.path(), session_s, 3);
     let ports = [retail_testkit::free_port(), retail_testkit::free_port()];
     let mut a = start_worker(&config, ports[0]);
     let mut b = start_worker(&config, ports[1]);
@@ -496,20 +509,9 @@ fn a_frozen_or_cut_off_worker_gives_its_cameras_up_within_the_session_timeout() 
     // KEEP_LOGS=1 keeps the workers' logs.
     let keep = std::env::var_os("KEEP_LOGS").is_some();
     let dir = tempfile::Builder::new().disable_cleanup(keep).tempdir().unwrap();
-    let config = dir.path().join("workers.toml");
     eprintln!("worker logs in {}", dir.path().display());
     let session_s = 6;
-    let mut text = format!(
-        "[bus]\nurl = \"kafka://{}\"\nsession-timeout-s = {session_s}\nspool-dir = \"{}\"\n\
-         [detector]\nworkers = 1\n[live]\ngroup = \"fence-workers\"\nbackoff-max-s = 2.0\n",
-        broker.brokers(),
-        dir.path().join("spool").display()
-    );
-    retail_bus::ensure_topics(&broker.brokers(), &[("retail.cameras", 4)], 1, Duration::from_secs(10)).unwrap();
-    for id in ["cam-1", "cam-2", "cam-3", "cam-4"] {
-        text.push_str(&format!("[[cameras]]\nid = \"{id}\"\nurl = \"{}\"\nanalysis-fps = 1\n", server.url()));
-    }
-    std::fs::write(&config, text).unwrap();
+    let config = group_config(&broker, &server.url(), dir.path(), session_s, 4);
     let ports = [retail_testkit::free_port(), retail_testkit::free_port()];
     let mut a = start_worker(&config, ports[0]);
     let mut b = start_worker(&config, ports[1]);
