@@ -178,7 +178,7 @@ fn main() -> anyhow::Result<()> {
         if length_s < args.seconds as f64 + 6.0 {
             bail!("{clip}: the clip lasts {length_s:.0} s, too short for --seconds {}", args.seconds);
         }
-        let server = RtspServer::start(RtspMedia { file, credentials: None });
+        let server = RtspServer::start(RtspMedia::file(file));
         for &n in &args.cameras {
             let runs =
                 (0..args.reps.max(1)).map(|_| measure(&args, &server.url(), n)).collect::<Result<Vec<_>, _>>()?;
@@ -220,7 +220,7 @@ fn soak(args: &Args) -> anyhow::Result<()> {
     // Long enough that no camera reaches the clip's end (which would be a reconnect).
     let play_s = 795.0 / f64::from(fps);
     let loops = ((total.as_secs_f64() + 120.0) / play_s).ceil() as u32;
-    let server = RtspServer::start(RtspMedia { file: h264_clip_looped(w, h, fps, loops), credentials: None });
+    let server = RtspServer::start(RtspMedia::file(h264_clip_looped(w, h, fps, loops)));
     let url = server.url();
     let config = worker_config(args, &url, n)?;
     let steady = config.cameras.clone();

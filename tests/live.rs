@@ -101,7 +101,7 @@ fn a_live_stream_counts_what_analyze_counts_on_the_same_frames() {
     let _turn = turn();
     let file = h264_fixture(20);
     let total = count_frames(&file);
-    let server = RtspServer::start(RtspMedia { file: file.clone(), credentials: None });
+    let server = RtspServer::start(RtspMedia::file(file.clone()));
 
     // The same frames as a file.
     let mut file_config = Config::load(Some(&fixture("vtest.toml"))).unwrap();
@@ -119,6 +119,7 @@ fn a_live_stream_counts_what_analyze_counts_on_the_same_frames() {
 
     // Live, every frame analysed; stopped once the server has sent the file once.
     let bus = "live-same-frames";
+    let started_us = chrono::Utc::now().timestamp_micros() as u64;
     let mut worker = Worker::start(config(bus, &[("front", server.url(), 0)])).unwrap();
     wait_for(&mut worker, "front", Duration::from_secs(120), "one pass of the video", |r| r.status.frames >= total);
     let reports = worker.cameras();
@@ -138,6 +139,10 @@ fn a_live_stream_counts_what_analyze_counts_on_the_same_frames() {
     assert_eq!(crossings(&events, "front"), summary_counts(&live));
     let ids: BTreeSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids.len(), events.len(), "an event id repeats");
+    // Track ids start at the run's start time (µs): a later run of this camera (restarted,
+    // moved to another worker) can never reuse them.
+    let tracks: BTreeSet<u64> = events.iter().map(|e| e.track_id).filter(|&t| t != 0).collect();
+    assert!(tracks.iter().all(|&t| t >= started_us), "track ids of a live run start at 1: {tracks:?}");
     // Live events are placed at the time they were received (or the camera's clock).
     let now_us = chrono::Utc::now().timestamp_micros();
     assert!(events.iter().all(|e| (now_us - e.time_us).abs() < 300_000_000), "event times are not live times");
@@ -148,7 +153,7 @@ fn a_live_stream_counts_what_analyze_counts_on_the_same_frames() {
 fn a_camera_restarted_after_3_s_comes_back_and_no_event_id_repeats() {
     let _turn = turn();
     let file = h264_fixture(20);
-    let mut server = RtspServer::start(RtspMedia { file, credentials: None });
+    let mut server = RtspServer::start(RtspMedia::file(file));
     let bus = "live-restart";
     let mut worker = Worker::start(config(bus, &[("door", server.url(), 0)])).unwrap();
     // Run until the first crossings, so that the replay after the restart repeats them.
@@ -195,7 +200,7 @@ fn a_camera_restarted_after_3_s_comes_back_and_no_event_id_repeats() {
 #[test]
 fn the_watchdog_fires_within_5_s_of_a_frozen_camera_and_it_recovers() {
     let _turn = turn();
-    let server = RtspServer::start(RtspMedia { file: h264_fixture(20), credentials: None });
+    let server = RtspServer::start(RtspMedia::file(h264_fixture(20)));
     let mut worker = Worker::start(config("live-freeze", &[("till", server.url(), 5)])).unwrap();
     assert_eq!(worker.cameras()[0].status.stalls, 0);
     wait_for(&mut worker, "till", Duration::from_secs(30), "live", |r| r.status.frames >= 10);
@@ -221,6 +226,7 @@ fn three_cameras_keep_counting_beside_one_with_a_wrong_password() {
     let server = RtspServer::start(RtspMedia {
         file: h264_fixture(20),
         credentials: Some(("viewer".into(), "s3cret-pw".into())),
+        clock_offset_ms: None,
     });
     let good = server.url().replace("rtsp://", "rtsp://viewer:s3cret-pw@");
     let bad = server.url().replace("rtsp://", "rtsp://viewer:wrong-pw@");
@@ -307,6 +313,7 @@ fn the_worker_command_reloads_its_cameras_on_sighup_and_serves_health_and_metric
     let server = RtspServer::start(RtspMedia {
         file: h264_fixture(20),
         credentials: Some(("viewer".into(), "s3cret-pw".into())),
+        clock_offset_ms: None,
     });
     let url = server.url().replace("rtsp://", "rtsp://viewer:s3cret-pw@");
     let camera = |id: &str| format!("[[cameras]]\nid = \"{id}\"\nurl = \"{url}\"\nanalysis-fps = 2\n");
@@ -425,7 +432,7 @@ fn group_config(
 fn two_workers_in_a_group_share_four_cameras_and_the_survivor_takes_over_after_kill_9() {
     let _turn = turn();
     let broker = retail_testkit::Tansu::start();
-    let server = RtspServer::start(RtspMedia { file: h264_fixture(20), credentials: None });
+    let server = RtspServer::start(RtspMedia::file(h264_fixture(20)));
     let dir = tempfile::tempdir().unwrap();
     let session_s = 6;
     // Made by hand with 3 partitions, not the configured 32: cameras must be spread over the
@@ -505,7 +512,7 @@ fn watch(
 fn a_frozen_or_cut_off_worker_gives_its_cameras_up_within_the_session_timeout() {
     let _turn = turn();
     let mut broker = retail_testkit::Tansu::start();
-    let server = RtspServer::start(RtspMedia { file: h264_fixture(20), credentials: None });
+    let server = RtspServer::start(RtspMedia::file(h264_fixture(20)));
     // KEEP_LOGS=1 keeps the workers' logs.
     let keep = std::env::var_os("KEEP_LOGS").is_some();
     let dir = tempfile::Builder::new().disable_cleanup(keep).tempdir().unwrap();
@@ -549,4 +556,97 @@ fn a_frozen_or_cut_off_worker_gives_its_cameras_up_within_the_session_timeout() 
         signal(w.id(), "-TERM");
         assert!(w.wait().unwrap().success());
     }
+}
+
+/// Frames of a camera whose clock is `offset_ms` off ours, taken once its reports were seen
+/// (or after 8 s without): whether the frames came on the camera's clock, and the median of
+/// (frame time - our time when it arrived), in milliseconds.
+fn frame_clock(offset_ms: i64) -> (bool, i64) {
+    use retail_ingest::{CameraMonitor, CameraSettings, CameraUrl, FrameSource, LiveCamera, PixelOrder, SourceSpec};
+    let server = RtspServer::start(RtspMedia { clock_offset_ms: Some(offset_ms), ..RtspMedia::file(h264_fixture(20)) });
+    let settings = CameraSettings {
+        url: CameraUrl::parse(&server.url()).unwrap(),
+        transport: Default::default(),
+        analysis_fps: None,
+        watchdog: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(10),
+        backoff_min: Duration::from_millis(500),
+        backoff_max: Duration::from_secs(2),
+        latency_ms: 200,
+    };
+    let spec = SourceSpec {
+        stream: retail_core::StreamId("clock".into()),
+        width: 64,
+        height: 64,
+        order: PixelOrder::Rgb,
+        display: false,
+    };
+    let now_us = || chrono::Utc::now().timestamp_micros();
+    let origin_us = now_us();
+    let monitor = std::sync::Arc::new(CameraMonitor::default());
+    let mut camera = LiveCamera::new("clock", settings, spec, origin_us, monitor.clone()).unwrap();
+    let start = Instant::now();
+    let mut offsets = Vec::new();
+    while offsets.len() < 40 {
+        let frame = camera.next_frame().unwrap().expect("a live camera does not end");
+        let arrived_us = now_us();
+        if monitor.status().camera_clock || start.elapsed() > Duration::from_secs(8) {
+            offsets.push((origin_us + (frame.pts_ns / 1000) as i64 - arrived_us) / 1000);
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "too few frames: {:?}", monitor.status());
+    }
+    offsets.sort_unstable();
+    (monitor.status().camera_clock, offsets[offsets.len() / 2])
+}
+
+#[test]
+fn frames_are_placed_on_the_cameras_clock_from_its_rtcp_reports_unless_it_is_far_off() {
+    let _turn = turn();
+    // 1.5 s ahead: taken (frames come 1.5 s "later" than received, less the jitter buffer).
+    let (used, ahead) = frame_clock(1500);
+    // 60 s ahead is a camera with a wrong clock: receive times are used.
+    let (used_far, far) = frame_clock(60_000);
+    eprintln!(
+        "camera 1.5 s ahead: camera clock {used}, frames {ahead} ms from arrival; 60 s ahead: {used_far}, {far} ms"
+    );
+    assert!(used, "the camera's reports were not used");
+    assert!((1000..=1600).contains(&ahead), "frames {ahead} ms from their arrival, camera 1500 ms ahead");
+    assert!(!used_far, "a camera clock 60 s off was used");
+    assert!((-600..=100).contains(&far), "frames {far} ms from their arrival on the receive clock");
+}
+
+#[test]
+fn removing_a_camera_while_the_broker_is_down_returns_at_once_and_its_events_stay_spooled() {
+    let _turn = turn();
+    let server = RtspServer::start(RtspMedia::file(h264_fixture(20)));
+    let spool = tempfile::tempdir().unwrap();
+    let mut c = config("unused", &[("door", server.url(), 0)]);
+    // Nothing listens there: every event waits in the spool.
+    c.bus.url = format!("kafka://127.0.0.1:{}", retail_testkit::free_port());
+    c.bus.spool_dir = Some(spool.path().to_owned());
+    c.bus.flush_timeout_s = 30;
+    let mut worker = Worker::start(c).unwrap();
+    // Long enough for people to stand in the zones: their visits end when the stream does.
+    wait_for(&mut worker, "door", Duration::from_secs(60), "frames", |r| r.status.frames >= 150);
+    let stopping = Instant::now();
+    let summary = worker.remove("door").unwrap().unwrap();
+    let took = stopping.elapsed();
+    eprintln!("camera removed in {took:?} with the broker down; {} events", summary.events);
+    assert!(summary.events > 0, "{summary:?}");
+    // The worker's loop must not wait for the broker (the flush timeout here is 30 s).
+    assert!(took < Duration::from_secs(5), "removing a camera took {took:?}");
+    let spooled: u64 = walk_size(spool.path());
+    assert!(spooled > 0, "nothing in the spool at {}", spool.path().display());
+    drop(worker);
+}
+
+fn walk_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| if e.path().is_dir() { walk_size(&e.path()) } else { e.metadata().map_or(0, |m| m.len()) })
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -49,10 +49,11 @@ pub fn run(config_path: &Path, addr: SocketAddr) -> anyhow::Result<Vec<(String, 
     let config = Config::load(Some(config_path))?;
     let mut worker = Worker::start(config)?;
     info!(cameras = worker.cameras().len(), "worker started");
+    let mut exporter = Exporter::default();
     loop {
         worker.tick();
         let cameras = worker.cameras();
-        export(&cameras);
+        exporter.export(&cameras);
         {
             let mut s = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             s.cameras = cameras;
@@ -106,22 +107,58 @@ fn signals() -> anyhow::Result<Receiver<Signal>> {
     Ok(rx)
 }
 
-/// Each camera's state as Prometheus series labelled by tenant and camera (never its URL).
-fn export(cameras: &[CameraReport]) {
-    for c in cameras {
-        let labels = [("tenant", c.tenant.clone()), ("camera", c.camera.clone())];
-        for state in CameraState::ALL {
-            let mut l = labels.to_vec();
-            l.push(("state", state.as_str().to_owned()));
-            metrics::gauge!("retail_camera_state", &l).set(if c.status.state == state { 1.0 } else { 0.0 });
+/// Turns camera reports into Prometheus series labelled by tenant and camera (never its URL).
+/// The reports' totals start again from 0 when a camera's stream restarts or the camera
+/// comes back to this worker; the counters must not (a Prometheus counter only goes up, and
+/// `absolute` keeps the maximum, so it would stand still until the new total passed the old).
+#[derive(Default)]
+struct Exporter {
+    /// Per (camera, counter): the report's total when last exported.
+    last: std::collections::HashMap<(String, &'static str), u64>,
+    /// Cameras exported at the last tick, with their labels.
+    shown: std::collections::BTreeMap<String, [(&'static str, String); 2]>,
+}
+
+impl Exporter {
+    fn export(&mut self, cameras: &[CameraReport]) {
+        let mut shown = std::collections::BTreeMap::new();
+        for c in cameras {
+            let labels = [("tenant", c.tenant.clone()), ("camera", c.camera.clone())];
+            let key = format!("{}/{}", c.tenant, c.camera);
+            set_state(&labels, Some(c.status.state));
+            self.bump(&key, "retail_camera_reconnects_total", &labels, c.status.reconnects);
+            self.bump(&key, "retail_camera_stalls_total", &labels, c.status.stalls);
+            self.bump(&key, "retail_camera_frames_total", &labels, c.status.frames);
+            self.bump(&key, "retail_camera_frames_dropped_total", &labels, c.frames_dropped);
+            self.bump(&key, "retail_camera_restarts_total", &labels, c.restarts);
+            metrics::gauge!("retail_camera_last_frame_age_seconds", &labels)
+                .set(c.status.last_frame_age_s.unwrap_or(f64::NAN));
+            shown.insert(key, labels);
         }
-        metrics::counter!("retail_camera_reconnects_total", &labels).absolute(c.status.reconnects);
-        metrics::counter!("retail_camera_stalls_total", &labels).absolute(c.status.stalls);
-        metrics::counter!("retail_camera_frames_total", &labels).absolute(c.status.frames);
-        metrics::counter!("retail_camera_frames_dropped_total", &labels).absolute(c.frames_dropped);
-        metrics::counter!("retail_camera_restarts_total", &labels).absolute(c.restarts);
-        metrics::gauge!("retail_camera_last_frame_age_seconds", &labels)
-            .set(c.status.last_frame_age_s.unwrap_or(f64::NAN));
+        // A camera gone from this worker (removed, or moved to another) is in no state here.
+        for (key, labels) in &self.shown {
+            if !shown.contains_key(key) {
+                set_state(labels, None);
+            }
+        }
+        self.shown = shown;
+    }
+
+    /// Adds to `name` what `total` grew by since the last export; a total lower than before
+    /// started again from 0, so all of it is new.
+    fn bump(&mut self, key: &str, name: &'static str, labels: &[(&'static str, String); 2], total: u64) {
+        let last = self.last.entry((key.to_owned(), name)).or_insert(0);
+        let delta = if total >= *last { total - *last } else { total };
+        *last = total;
+        metrics::counter!(name, labels).increment(delta);
+    }
+}
+
+fn set_state(labels: &[(&'static str, String); 2], current: Option<CameraState>) {
+    for state in CameraState::ALL {
+        let mut l = labels.to_vec();
+        l.push(("state", state.as_str().to_owned()));
+        metrics::gauge!("retail_camera_state", &l).set(if current == Some(state) { 1.0 } else { 0.0 });
     }
 }
 

@@ -44,9 +44,10 @@ pub fn file_job(
         tracker: config.tracker.clone(),
         motion_threshold: None,
         track_gap_ns: None,
+        first_track_id: 1,
         outputs,
         bus,
-        flush_timeout_s: config.bus.flush_timeout_s,
+        flush_timeout_s: Some(config.bus.flush_timeout_s),
         progress,
     })
 }

@@ -229,6 +229,9 @@ impl Worker {
                 self.lost.retain(|p, _| !new.contains(p));
                 if owned != self.owned {
                     info!(partitions = ?owned, "camera assignment changed");
+                    if !new.is_empty() {
+                        self.partitions = refreshed_partition_count(group.as_ref(), self.partitions);
+                    }
                 }
                 self.owned = owned;
                 let c = self.sync();
@@ -292,13 +295,22 @@ impl Worker {
         self.stop(id)
     }
 
-    /// Stops every camera, each finishing its stream.
+    /// Stops every camera, each finishing its stream, then waits (up to `bus.flush-timeout-s`)
+    /// for the bus to deliver their events; what it could not deliver stays spooled for the
+    /// next run.
     pub fn shutdown(mut self) -> Vec<(String, Result<Summary, RuntimeError>)> {
         let ids: Vec<String> = self.cameras.keys().cloned().collect();
         for cam in self.cameras.values() {
             cam.monitor.stop(); // all at once, then wait for each
         }
-        ids.into_iter().filter_map(|id| self.stop(&id).map(|r| (id, r))).collect()
+        let summaries = ids.into_iter().filter_map(|id| self.stop(&id).map(|r| (id, r))).collect();
+        let flusher = self.bus.lock().map(|bus| bus.flusher());
+        match flusher.map(|f| f.wait(Duration::from_secs(self.config.bus.flush_timeout_s))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "events not delivered at shutdown stay spooled for the next run"),
+            Err(_) => warn!("event bus lock poisoned at shutdown"),
+        }
+        summaries
     }
 
     fn add(&mut self, cam: &CameraConfig) {
@@ -392,6 +404,23 @@ fn group_partitions(config: &Config, group: Option<&dyn RecordConsumer>) -> Resu
     Ok(real)
 }
 
+/// The cameras topic's partition count, read again when the assignment changes: partitions
+/// added to the topic reach the group as a new assignment, and every worker must map cameras
+/// over the new count, as the workers started after them do. Kept when it cannot be read.
+fn refreshed_partition_count(group: &dyn RecordConsumer, current: i32) -> i32 {
+    match group.partition_count() {
+        Ok(Some(n)) if n != current => {
+            warn!(from = current, to = n, "the cameras topic's partition count changed");
+            n
+        }
+        Ok(_) => current,
+        Err(e) => {
+            warn!(error = %e, "cannot read the cameras topic's partition count; keeping the last");
+            current
+        }
+    }
+}
+
 /// The engine job of one camera: its source, tracker tuned to its analysis rate, its lines
 /// and zones, events to the shared bus, and no files.
 fn camera_job(
@@ -439,9 +468,10 @@ fn camera_job(
         tracker,
         motion_threshold: (cam.motion_threshold > 0.0).then_some(cam.motion_threshold),
         track_gap_ns: Some((live.max_lost_s * 1e9) as u64),
+        first_track_id: u64::try_from(start_time_us).unwrap_or(1),
         outputs: OutputSpec::default(),
         bus,
-        flush_timeout_s: config.bus.flush_timeout_s,
+        flush_timeout_s: None,
         progress: Some(progress),
     })
 }

@@ -49,10 +49,15 @@ pub struct StreamJob {
     /// closing its visits when it was last seen, so nobody dwells through an outage and a
     /// person seen before it is a new track after. `None`: tracks end by frame count only.
     pub track_gap_ns: Option<u64>,
+    /// The stream's first track id: 1 for a file; for a live camera its start time in
+    /// microseconds, so a later run of the same camera never reuses an earlier run's ids.
+    pub first_track_id: u64,
     pub outputs: OutputSpec,
     pub bus: SharedBus,
-    /// How long to wait for the bus to deliver at the end, seconds.
-    pub flush_timeout_s: u64,
+    /// How long to wait at the end for the bus to deliver, seconds. `None`: no wait (a live
+    /// camera's events are spooled by the worker's producer, which outlives the stream and
+    /// delivers them; its worker waits once, at shutdown).
+    pub flush_timeout_s: Option<u64>,
     pub progress: Option<ProgressFn>,
 }
 
@@ -81,7 +86,7 @@ pub(crate) struct StreamAnalysis {
     outputs: Outputs,
     encoder: Option<AnnotatedVideoWriter>,
     bus: SharedBus,
-    flush_timeout_s: u64,
+    flush_timeout_s: Option<u64>,
     labels: Vec<String>,
     model: String,
     workers: usize,
@@ -126,7 +131,7 @@ impl StreamAnalysis {
             start_time_us: job.start_time_us,
             info,
             analytics: job.analytics.clone(),
-            tracker: Tracker::new(job.tracker.clone(), model.score_threshold),
+            tracker: Tracker::new(job.tracker.clone(), model.score_threshold).first_id(job.first_track_id),
             track_gap_ns: job.track_gap_ns,
             last_pts_ns: None,
             analyzer,
@@ -235,8 +240,12 @@ impl StreamAnalysis {
         }
         // Waited for without holding the shared producer: a stream waiting for the broker
         // must not stop the other streams from sending.
-        let flusher = self.bus.lock().map_err(|_| RuntimeError::Internal("event bus lock poisoned".into()))?.flusher();
-        flusher.wait(std::time::Duration::from_secs(self.flush_timeout_s))?;
+        if let Some(timeout_s) = self.flush_timeout_s {
+            let bus = self.bus.lock().map_err(|_| RuntimeError::Internal("event bus lock poisoned".into()))?;
+            let flusher = bus.flusher();
+            drop(bus);
+            flusher.wait(std::time::Duration::from_secs(timeout_s))?;
+        }
         // After the flush: a stream whose events could not be delivered leaves no video.
         if let Some(enc) = self.encoder.take() {
             enc.finish()?;

@@ -134,9 +134,10 @@ fn a_live_source_that_outruns_inference_drops_frames_and_counts_them() {
         tracker: cfg.tracker.clone(),
         motion_threshold: None,
         track_gap_ns: None,
+        first_track_id: 1,
         outputs: OutputSpec::default(),
         bus: memory_bus("live"),
-        flush_timeout_s: 10,
+        flush_timeout_s: Some(10),
         progress: Some(progress),
     };
     let engine = Engine::from_config(&cfg, &model).unwrap();
@@ -230,9 +231,10 @@ fn camera_job_on(
         tracker: Default::default(),
         motion_threshold: None,
         track_gap_ns: None,
+        first_track_id: 1,
         outputs: OutputSpec::default(),
         bus,
-        flush_timeout_s: 10,
+        flush_timeout_s: Some(10),
         progress,
     }
 }

@@ -34,6 +34,16 @@ pub struct RtspMedia {
     pub file: PathBuf,
     /// Basic-auth credentials the server demands, if any.
     pub credentials: Option<(String, String)>,
+    /// The camera's clock is this far ahead of the real one (behind, if negative): its RTCP
+    /// sender reports carry that clock's time. `None`: the real clock.
+    pub clock_offset_ms: Option<i64>,
+}
+
+impl RtspMedia {
+    /// `file` served without credentials, on the real clock.
+    pub fn file(file: PathBuf) -> Self {
+        RtspMedia { file, credentials: None, clock_offset_ms: None }
+    }
 }
 
 /// The server process; killed on drop.
@@ -63,9 +73,10 @@ impl RtspServer {
     pub fn restart(&mut self) {
         self.kill();
         let (user, pass) = self.media.credentials.clone().unwrap_or_default();
+        let offset = self.media.clock_offset_ms.map(|ms| ms.to_string()).unwrap_or_default();
         let child = Command::new(std::env::current_exe().expect("test binary path"))
             .args(["--ignored", "--exact", "rtsp_server_child", "--nocapture", "--test-threads=1"])
-            .env(ENV, format!("{}\n{}\n{}\n{}", self.port, self.media.file.display(), user, pass))
+            .env(ENV, format!("{}\n{}\n{}\n{}\n{}", self.port, self.media.file.display(), user, pass, offset))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -116,7 +127,7 @@ impl Drop for RtspServer {
 pub fn serve_if_child() {
     let Ok(spec) = std::env::var(ENV) else { return };
     let parts: Vec<&str> = spec.split('\n').collect();
-    let (port, file, user, pass) = (parts[0], parts[1], parts[2], parts[3]);
+    let (port, file, user, pass, offset) = (parts[0], parts[1], parts[2], parts[3], parts[4]);
     gst::init().expect("gst init");
     let server = rtsp::RTSPServer::new();
     server.set_address("127.0.0.1");
@@ -126,6 +137,9 @@ pub fn serve_if_child() {
         "( filesrc location={file} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )"
     ));
     factory.set_shared(false);
+    if let Ok(offset_ms) = offset.parse::<i64>() {
+        shift_camera_clock(&factory, offset_ms);
+    }
     if !user.is_empty() {
         let auth = rtsp::RTSPAuth::new();
         let token = rtsp::RTSPToken::builder().field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user").build();
@@ -141,6 +155,26 @@ pub fn serve_if_child() {
     server.mount_points().expect("mount points").add_factory("/cam", factory);
     let _source = server.attach(None).expect("attach the RTSP server");
     gst::glib::MainLoop::new(None, false).run();
+}
+
+/// Runs the factory's media on a clock `offset_ms` from the real one, counted from the NTP
+/// epoch, and has RTCP sender reports carry that clock's time (rtpbin's `clock-time`).
+fn shift_camera_clock(factory: &rtsp::RTSPMediaFactory, offset_ms: i64) {
+    const NTP_TO_UNIX_NS: i128 = 2_208_988_800 * 1_000_000_000;
+    let clock: gst::SystemClock = gst::glib::Object::builder().property("clock-type", gst::ClockType::Realtime).build();
+    let internal = clock.internal_time();
+    let shifted = i128::from(internal.nseconds()) + NTP_TO_UNIX_NS + i128::from(offset_ms) * 1_000_000;
+    let external = gst::ClockTime::from_nseconds(u64::try_from(shifted).expect("a clock after 1900"));
+    clock.set_calibration(internal, external, 1, 1);
+    factory.set_clock(Some(&clock));
+    factory.connect_media_configure(|_, media| {
+        let pipeline = media.element().parent().and_downcast::<gst::Bin>().expect("the media's pipeline");
+        pipeline.connect_element_added(|_, element| {
+            if element.factory().is_some_and(|f| f.name() == "rtpbin") {
+                element.set_property_from_str("ntp-time-source", "clock-time");
+            }
+        });
+    });
 }
 
 /// `vtest.avi` as H.264 in MP4 at `fps` (every frame kept: `fps` above the source's 10

@@ -38,6 +38,7 @@ pub struct Tracker {
     new_track_score: f32,
     tracks: Vec<Track>,
     next_id: u64,
+    first_id: u64,
 }
 
 impl Tracker {
@@ -45,12 +46,21 @@ impl Tracker {
     /// in the second association stage.
     pub fn new(config: TrackerConfig, high_score: f32) -> Self {
         let new_track_score = config.new_track_score.unwrap_or((high_score + 0.1).min(1.0));
-        Tracker { config, high_score, new_track_score, tracks: Vec::new(), next_id: 1 }
+        Tracker { config, high_score, new_track_score, tracks: Vec::new(), next_id: 1, first_id: 1 }
+    }
+
+    /// Hands out ids from `first_id` on (instead of 1), so that runs of one stream that
+    /// follow each other (a live camera restarted or moved) never reuse an id.
+    #[must_use]
+    pub fn first_id(mut self, first_id: u64) -> Self {
+        self.first_id = first_id.max(1);
+        self.next_id = self.first_id;
+        self
     }
 
     /// Confirmed ids handed out so far: the number of distinct people seen.
     pub fn confirmed_count(&self) -> u64 {
-        self.next_id - 1
+        self.next_id - self.first_id
     }
 
     /// Ids of confirmed tracks still alive (tracked or briefly lost).
@@ -312,5 +322,15 @@ mod tests {
         }
         assert_eq!(ended_at, Some(5));
         assert!(t.live_ids().is_empty());
+    }
+
+    #[test]
+    fn ids_start_where_told_and_people_are_still_counted_from_zero() {
+        let mut t = Tracker::new(TrackerConfig::default(), 0.35).first_id(1_000_000);
+        for _ in 0..3 {
+            t.update(&[det(0.4, 0.4, 0.9)]);
+        }
+        assert_eq!(t.live_ids(), vec![1_000_000]);
+        assert_eq!(t.confirmed_count(), 1);
     }
 }
