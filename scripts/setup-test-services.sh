@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds and caches the real services the test suite starts: tansu, a Kafka-protocol broker
-# (sqlite storage). Idempotent; the first build takes 15-60 minutes on 2 cores, later runs
+# (sqlite storage), SeaweedFS (S3), and installs PostgreSQL. Idempotent; the first build takes 15-60 minutes on 2 cores, later runs
 # take a second. Everything lands under $RETAIL_AI_HOME/tools (default ~/.cache/retail-ai).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +22,15 @@ if [ ! -x "$tansu_dir/bin/tansu" ]; then
   rm -rf "$tools/tansu-target"
 fi
 ln -sfn "$tansu_dir" "$tools/tansu"
+
+# PostgreSQL from Debian: the tests start private servers from its binaries (initdb,
+# postgres) on free ports, so the packaged cluster is not needed or touched.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
+  log "installing PostgreSQL (Debian's postgresql package)"
+  sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends postgresql postgresql-client >/dev/null
+fi
 
 # pip_tool NAME VERSION PIP-SPEC WHY: a cached venv at $tools/NAME-VERSION, linked as $tools/NAME;
 # the marker file is written last, so an interrupted install is redone.

@@ -3,6 +3,7 @@
 
 pub mod analyze;
 pub mod doctor;
+pub mod serve;
 pub mod worker;
 
 pub use analyze::render_table;

@@ -116,6 +116,13 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Serve the platform's HTTP API (organisations, users, API keys; OpenAPI document at
+    /// /openapi.json) on the config's [server] settings. With none: SQLite and generated
+    /// secrets under ./retail-data, listening on 127.0.0.1:8080.
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Report what this binary finds: GStreamer and its elements, ONNX Runtime, the model.
     Doctor,
 }
@@ -172,6 +179,11 @@ fn report_cameras(
 }
 
 fn run(command: Command, metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
+    if let Command::Serve { config } = &command {
+        // The server has its own Tokio runtime; metrics join it later.
+        retail_ai::serve::run(config.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Command::Worker { config } = &command {
         // The worker serves metrics itself, beside its health endpoints.
         let addr = metrics_addr.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9464)));
@@ -256,7 +268,7 @@ fn run(command: Command, metrics_addr: Option<std::net::SocketAddr>) -> anyhow::
             print!("{}", render(&batches, format)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker { .. } => Ok(ExitCode::SUCCESS), // returned above
+        Command::Worker { .. } | Command::Serve { .. } => Ok(ExitCode::SUCCESS), // returned above
         Command::Doctor => {
             let (ok, report) = retail_ai::doctor::run();
             print!("{report}");

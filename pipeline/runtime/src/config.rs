@@ -192,6 +192,75 @@ impl LiveSettings {
     }
 }
 
+/// `[server]`: `retail-ai serve`, the platform's HTTP API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where the embedded defaults keep their files (database, generated secrets).
+    pub data_dir: PathBuf,
+    /// Metadata database: `sqlite://PATH` or `postgres://user:pass@host/db`. Default: SQLite
+    /// under `data-dir`.
+    pub database_url: Option<retail_core::Secret>,
+    /// Signs session cookies (HS256), at least 32 bytes. Default: generated once and kept in
+    /// `data-dir/secrets/jwt.key` (mode 0600); set it for more than one server.
+    pub jwt_secret: Option<retail_core::Secret>,
+    /// How long a login lasts (hours).
+    pub session_hours: u32,
+    /// The session cookie's `Secure` flag; turn off only for plain-HTTP use on localhost.
+    pub cookie_secure: bool,
+    /// Login attempts per minute from one IP address.
+    pub login_per_minute: u32,
+    /// Requests per second per API key or session, and the burst allowed above it.
+    pub requests_per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("retail-data"),
+            database_url: None,
+            jwt_secret: None,
+            session_hours: 12,
+            cookie_secure: true,
+            login_per_minute: 10,
+            requests_per_second: 20,
+            burst: 40,
+        }
+    }
+}
+
+impl ServerSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| format!("server.listen must be host:port with an IP address, got {:?}", self.listen))?;
+        if let Some(url) = &self.database_url {
+            let u = url.expose();
+            if !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                return Err("server.database-url must start with sqlite:// or postgres://".into());
+            }
+        }
+        if self.jwt_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
+            return Err("server.jwt-secret must be at least 32 bytes".into());
+        }
+        for (key, v) in [
+            ("session-hours", self.session_hours),
+            ("login-per-minute", self.login_per_minute),
+            ("requests-per-second", self.requests_per_second),
+            ("burst", self.burst),
+        ] {
+            if v == 0 {
+                return Err(format!("server.{key} must be above 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The whole config file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -214,6 +283,8 @@ pub struct Config {
     pub live: LiveSettings,
     /// `[[cameras]]`: live cameras for `retail-ai worker`.
     pub cameras: Vec<CameraConfig>,
+    /// `[server]`: `retail-ai serve`.
+    pub server: ServerSettings,
 }
 
 const ENV_PREFIX: &str = "RETAIL_AI__";
@@ -247,6 +318,7 @@ impl Config {
         self.bus.validate()?;
         self.analytics_config().validate()?;
         self.live.validate()?;
+        self.server.validate()?;
         let mut ids = std::collections::BTreeSet::new();
         for cam in &self.cameras {
             if !ids.insert(&cam.id) {

@@ -26,7 +26,9 @@ pub mod queue;
 mod stream;
 mod summary;
 
-pub use config::{AnalyticsSettings, CameraConfig, Config, ConfigError, LiveSettings, StartTime, StreamConfig};
+pub use config::{
+    AnalyticsSettings, CameraConfig, Config, ConfigError, LiveSettings, ServerSettings, StartTime, StreamConfig,
+};
 pub use engine::{Batching, Engine, StreamHandle};
 pub use error::RuntimeError;
 pub use files::{FilesProgress, FilesRequest, analyze_files, file_job, stream_id_for};

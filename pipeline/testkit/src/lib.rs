@@ -175,3 +175,111 @@ fn free_port_block() -> u16 {
     }
     panic!("no free block of ports on 127.0.0.1");
 }
+
+/// Debian's PostgreSQL server binaries (`apt-get install postgresql`; the test set-up does).
+fn postgres_bin(name: &str) -> PathBuf {
+    let root = PathBuf::from("/usr/lib/postgresql");
+    let mut versions: Vec<PathBuf> =
+        std::fs::read_dir(&root).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    versions.sort();
+    let bin = versions.last().map(|v| v.join("bin").join(name));
+    bin.filter(|b| b.is_file()).unwrap_or_else(|| {
+        panic!(
+            "PostgreSQL's {name} is missing under {}: apt-get install postgresql (make test-services does)",
+            root.display()
+        )
+    })
+}
+
+/// A private PostgreSQL server (its own data dir, 127.0.0.1, a free port, trust auth for the
+/// user `retail`), killed on drop. As root it runs as the `postgres` user, which the server
+/// demands.
+pub struct Postgres {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let as_root = is_root();
+        // setpriv execs (no fork), so the child is the server itself, whose signals matter.
+        let run = |bin: PathBuf| {
+            if as_root {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]).arg(bin);
+                c
+            } else {
+                Command::new(bin)
+            }
+        };
+        if as_root {
+            let ok = Command::new("chown").args(["-R", "postgres"]).arg(dir.path()).status().is_ok_and(|s| s.success());
+            assert!(ok, "chown {} to postgres failed", dir.path().display());
+        }
+        let out = run(postgres_bin("initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "retail", "-A", "trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .expect("run initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let child = run(postgres_bin("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
+            .arg(dir.path())
+            .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        wait_for_port(port, "postgres");
+        Postgres { port, child, _dir: dir }
+    }
+
+    /// A URL for a new, empty database of this server.
+    pub fn new_database(&self) -> String {
+        let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("psql")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "retail", "-d", "postgres", "-c"])
+                .arg(format!("CREATE DATABASE {name}"))
+                .output()
+                .expect("run psql");
+            if out.status.success() {
+                break;
+            }
+            // Listening is not yet accepting: the server may still be starting up.
+            assert!(Instant::now() < deadline, "CREATE DATABASE failed: {}", String::from_utf8_lossy(&out.stderr));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        format!("postgres://retail@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+static NEXT_DB: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGKILL of the postmaster alone would leave its backends; SIGQUIT stops them all.
+        let _ = Command::new("kill").args(["-QUIT", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

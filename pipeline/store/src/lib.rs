@@ -1,0 +1,23 @@
+//! The platform's metadata: one database chosen by URL (`sqlite://` for the embedded default,
+//! `postgres://` in production), its versioned migrations, and identity (organisations,
+//! users, API keys, email verification with an outbox). Every query is the same SQL on both
+//! engines (sqlx's `Any` driver), so one test body runs against each.
+//!
+//! Times are Unix microseconds from a [`Clock`], which tests move by hand.
+
+#![cfg_attr(not(test), deny(unused_crate_dependencies))]
+
+mod clock;
+mod db;
+mod error;
+mod identity;
+mod migrations;
+mod role;
+mod secret;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use db::{Db, DbKind};
+pub use error::StoreError;
+pub use identity::{ApiKey, KeyPrincipal, NewApiKey, Org, Signup, SignupDone, User};
+pub use role::{Action, Role};
+pub use secret::{hash_password, new_id, new_secret, sha256_hex, verify_password};
