@@ -152,7 +152,7 @@ impl LakeStore {
     }
 
     /// [`sync_local`](Self::sync_local) for a full location (prefix included).
-    pub(crate) fn sync_location(&self, location: &ObjPath) -> Result<(), LakeError> {
+    pub fn sync_location(&self, location: &ObjPath) -> Result<(), LakeError> {
         let Some(local) = &self.local else { return Ok(()) };
         let file = local.fs.path_to_filesystem(location).map_err(store_err(&self.url))?;
         fsync(&file)?;

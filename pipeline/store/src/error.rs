@@ -39,6 +39,31 @@ pub enum StoreError {
     /// Password hashing failed.
     #[error("password hashing: {0}")]
     Hash(String),
+    /// Encrypted bytes do not open: tampered, damaged, cut short, or the wrong key.
+    #[error("encryption: {0}")]
+    Crypto(String),
+    /// The object store failed.
+    #[error("object store {url}: {message}")]
+    Objects { url: String, message: String },
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An upload's bytes are neither video nor image (or cannot be decoded as such).
+    #[error("{0}")]
+    Unsupported(String),
+    /// An upload is larger than allowed, or than it said it would be.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A resumed upload started at the wrong offset.
+    #[error("upload {id} has {expected} bytes; continue at offset {expected}, not {given}")]
+    Offset { id: String, expected: i64, given: i64 },
+    /// The request's body ended early; the bytes received are kept and the upload can resume.
+    #[error("upload {id}: the request ended after {received} of {declared} bytes; resume at offset {received}")]
+    Interrupted { id: String, received: i64, declared: i64 },
 }
 
 pub(crate) fn db_err(operation: &'static str) -> impl Fn(sqlx::Error) -> StoreError {

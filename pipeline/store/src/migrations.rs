@@ -8,7 +8,9 @@ pub(crate) struct Migration {
     pub statements: &'static [&'static str],
 }
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+pub(crate) const MIGRATIONS: &[Migration] = &[IDENTITY, STORAGE];
+
+const IDENTITY: Migration = Migration {
     version: 1,
     name: "identity",
     statements: &[
@@ -56,4 +58,67 @@ pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
         )",
         "CREATE INDEX api_keys_org ON api_keys(org_id)",
     ],
-}];
+};
+
+const STORAGE: Migration = Migration {
+    version: 2,
+    name: "encrypted storage, uploads, purge log",
+    statements: &[
+        "CREATE TABLE data_keys (
+            id TEXT PRIMARY KEY,
+            org_id TEXT NOT NULL REFERENCES orgs(id),
+            master_key_id TEXT NOT NULL,
+            wrapped TEXT NOT NULL,
+            created_us BIGINT NOT NULL
+        )",
+        "CREATE INDEX data_keys_org ON data_keys(org_id)",
+        "CREATE TABLE objects (
+            key TEXT PRIMARY KEY,
+            org_id TEXT NOT NULL REFERENCES orgs(id),
+            class TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            bytes BIGINT,
+            created_us BIGINT NOT NULL,
+            expires_us BIGINT NOT NULL
+        )",
+        "CREATE INDEX objects_owner ON objects(org_id, owner)",
+        "CREATE INDEX objects_expiry ON objects(expires_us)",
+        "CREATE TABLE purge_log (
+            id TEXT PRIMARY KEY,
+            org_id TEXT NOT NULL,
+            object_key TEXT NOT NULL,
+            class TEXT NOT NULL,
+            bytes BIGINT NOT NULL,
+            reason TEXT NOT NULL,
+            deleted_us BIGINT NOT NULL
+        )",
+        "CREATE INDEX purge_log_org ON purge_log(org_id, deleted_us)",
+        "CREATE TABLE uploads (
+            id TEXT PRIMARY KEY,
+            org_id TEXT NOT NULL REFERENCES orgs(id),
+            filename TEXT NOT NULL,
+            declared_bytes BIGINT NOT NULL,
+            received_bytes BIGINT NOT NULL,
+            kind TEXT,
+            media_type TEXT,
+            state TEXT NOT NULL,
+            duration_ms BIGINT,
+            width BIGINT,
+            height BIGINT,
+            created_by TEXT NOT NULL,
+            created_us BIGINT NOT NULL,
+            completed_us BIGINT,
+            expires_us BIGINT NOT NULL
+        )",
+        "CREATE INDEX uploads_org ON uploads(org_id, created_us)",
+        "CREATE INDEX uploads_expiry ON uploads(expires_us)",
+        "CREATE TABLE upload_parts (
+            upload_id TEXT NOT NULL REFERENCES uploads(id),
+            idx BIGINT NOT NULL,
+            start_bytes BIGINT NOT NULL,
+            bytes BIGINT NOT NULL,
+            object_key TEXT NOT NULL,
+            PRIMARY KEY (upload_id, idx)
+        )",
+    ],
+};
