@@ -75,6 +75,10 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NotFound { what, id } => ApiError::not_found(what, &id),
             StoreError::BadLogin => ApiError::unauthenticated("wrong email or password"),
+            StoreError::Unsupported(m) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media", m),
+            StoreError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
+            e @ StoreError::Offset { .. } => ApiError::new(StatusCode::CONFLICT, "wrong_offset", e.to_string()),
+            e @ StoreError::Interrupted { .. } => ApiError::new(StatusCode::BAD_REQUEST, "interrupted", e.to_string()),
             other => {
                 // The detail goes to the log under the request id; the caller gets the id.
                 tracing::error!(error = %other, "store error");

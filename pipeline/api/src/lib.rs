@@ -10,6 +10,7 @@ mod error;
 mod identity;
 mod limit;
 mod request;
+mod uploads;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use retail_core::Secret;
-use retail_store::Db;
+use retail_store::{Db, Storage};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -27,6 +28,7 @@ use utoipa_axum::routes;
 pub use auth::{Caller, SESSION_COOKIE};
 pub use error::{ApiError, ErrorBody};
 pub use limit::RateLimiter;
+pub use uploads::UPLOAD_OFFSET;
 
 /// What the API needs besides the database.
 #[derive(Clone, Debug)]
@@ -42,6 +44,10 @@ pub struct ApiConfig {
     /// Requests per second for one API key or session (bursts up to `burst`).
     pub requests_per_second: u32,
     pub burst: u32,
+    /// The largest upload accepted, in bytes.
+    pub max_upload_bytes: i64,
+    /// A private directory for decode checks of complete uploads (decrypted while checked).
+    pub scratch_dir: std::path::PathBuf,
 }
 
 impl Default for ApiConfig {
@@ -53,6 +59,8 @@ impl Default for ApiConfig {
             login_per_minute: 10,
             requests_per_second: 20,
             burst: 40,
+            max_upload_bytes: 4 * 1024 * 1024 * 1024,
+            scratch_dir: std::env::temp_dir(),
         }
     }
 }
@@ -61,13 +69,15 @@ impl Default for ApiConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
+    pub storage: Storage,
     pub config: Arc<ApiConfig>,
     login_limit: Arc<RateLimiter>,
     caller_limit: Arc<RateLimiter>,
 }
 
 impl AppState {
-    pub fn new(db: Db, config: ApiConfig) -> Result<Self, ApiError> {
+    pub fn new(storage: Storage, config: ApiConfig) -> Result<Self, ApiError> {
+        let db = storage.db().clone();
         if config.jwt_secret.expose().len() < 32 {
             return Err(ApiError::internal("the JWT secret must be at least 32 bytes"));
         }
@@ -76,6 +86,7 @@ impl AppState {
         let caller_limit = RateLimiter::new(f64::from(config.requests_per_second), f64::from(config.burst));
         Ok(AppState {
             db,
+            storage,
             config: Arc::new(config),
             login_limit: Arc::new(login_limit),
             caller_limit: Arc::new(caller_limit),
@@ -87,7 +98,8 @@ impl AppState {
 #[openapi(
     info(title = "Retail AI", description = "Footfall, occupancy and dwell from store video."),
     modifiers(&Security),
-    tags((name = "identity", description = "Organisations, users, sessions and API keys"))
+    tags((name = "identity", description = "Organisations, users, sessions and API keys"),
+         (name = "uploads", description = "Encrypted, resumable uploads of video and images, and their retention"))
 )]
 struct ApiDoc;
 
@@ -116,6 +128,10 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(identity::list_users, identity::add_user))
         .routes(routes!(identity::list_keys, identity::create_key))
         .routes(routes!(identity::revoke_key))
+        .routes(routes!(uploads::create_upload, uploads::list_uploads))
+        .routes(routes!(uploads::get_upload, uploads::append_upload, uploads::delete_upload))
+        .routes(routes!(uploads::upload_content))
+        .routes(routes!(uploads::purge_log))
         .split_for_parts();
     let doc_json = Arc::new(doc.to_pretty_json().unwrap_or_default());
     let router = api

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use retail_api::{ApiConfig, AppState};
-use retail_store::{Db, ManualClock};
+use retail_lake::S3Settings;
+use retail_store::{Db, ManualClock, MasterKey, Storage};
 use serde_json::{Value, json};
 
 const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdefghijklmnop";
@@ -44,22 +45,35 @@ struct Server {
     base: String,
     http: reqwest::Client,
     clock: Arc<ManualClock>,
+    storage: Storage,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn start(db_url: &str) -> Server {
+const MASTER_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const MAX_UPLOAD: i64 = 40 * 1024 * 1024;
+
+async fn start(db_url: &str, objects: &str, s3: &S3Settings, scratch: &std::path::Path) -> Server {
     let _ = log();
     let clock = Arc::new(ManualClock::starting_now());
     let db = Db::open_with_clock(db_url, clock.clone()).await.unwrap();
-    let config = ApiConfig { jwt_secret: retail_core::Secret::new(JWT_SECRET), ..ApiConfig::default() };
-    let state = AppState::new(db, config).unwrap();
+    let storage = Storage::open(db, objects, s3, MasterKey::parse(MASTER_KEY).unwrap()).unwrap();
+    let config = ApiConfig {
+        jwt_secret: retail_core::Secret::new(JWT_SECRET),
+        // The walk below makes many calls with one key; the per-key limit is not under test here.
+        requests_per_second: 10_000,
+        burst: 10_000,
+        max_upload_bytes: MAX_UPLOAD,
+        scratch_dir: scratch.to_owned(),
+        ..ApiConfig::default()
+    };
+    let state = AppState::new(storage.clone(), config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(retail_api::serve(listener, state, async move {
         let _ = rx.await;
     }));
-    Server { base, http: reqwest::Client::new(), clock, _shutdown: tx }
+    Server { base, http: reqwest::Client::new(), clock, storage, _shutdown: tx }
 }
 
 /// How a request authenticates.
@@ -157,6 +171,7 @@ async fn api_body(server: Server) {
     let (admin_id, admin_secret) = server.key(&a_owner, "admin").await;
     let (_, viewer_secret) = server.key(&a_owner, "viewer").await;
     let (_, analyst_secret) = server.key(&a_owner, "analyst").await;
+    let analyst_secret_copy = analyst_secret.clone();
     let a_admin = Auth::Key(admin_secret.clone());
     let a_viewer = Auth::Key(viewer_secret.clone());
     let (s, list, _) = server.call("GET", "/v1/api-keys", &a_admin, None).await;
@@ -166,7 +181,7 @@ async fn api_body(server: Server) {
     // A viewer cannot do an admin's action; an admin cannot make an owner key.
     let (s, v, _) = server.call("POST", "/v1/api-keys", &a_viewer, Some(json!({"name": "x", "role": "viewer"}))).await;
     assert_error(s, &v, StatusCode::FORBIDDEN, "a viewer cannot manage-access");
-    let (s, v, _) = server.call("POST", "/v1/users", &Auth::Key(analyst_secret), Some(json!({"name": "Eve", "email": "eve@acme.test", "password": "a long enough password", "role": "viewer", "adult": true}))).await;
+    let (s, v, _) = server.call("POST", "/v1/users", &Auth::Key(analyst_secret_copy), Some(json!({"name": "Eve", "email": "eve@acme.test", "password": "a long enough password", "role": "viewer", "adult": true}))).await;
     assert_error(s, &v, StatusCode::FORBIDDEN, "cannot manage-access");
     let (s, v, _) = server.call("POST", "/v1/api-keys", &a_admin, Some(json!({"name": "x", "role": "owner"}))).await;
     assert_error(s, &v, StatusCode::BAD_REQUEST, "cannot make a key with role owner");
@@ -184,11 +199,13 @@ async fn api_body(server: Server) {
     let (s, v, _) = server.call("GET", "/v1/me", &none, None).await;
     assert_error(s, &v, StatusCode::UNAUTHORIZED, "authentication required");
 
+    let upload_id = uploads_body(&server, &analyst_secret, &viewer_secret).await;
+
     // Tenant B, with every route of the OpenAPI document, gets nothing of A's.
     let b_session = server.login("bea@beta.test").await;
     let b_owner = Auth::Cookie(b_session);
     let (_, b_secret) = server.key(&b_owner, "owner").await;
-    let a_ids = [a_org.clone(), a["user"]["id"].as_str().unwrap().to_owned(), admin_id.clone()];
+    let a_ids = [a_org.clone(), a["user"]["id"].as_str().unwrap().to_owned(), admin_id.clone(), upload_id.clone()];
     let (s, doc, _) = server.call("GET", "/openapi.json", &none, None).await;
     assert_eq!(s, StatusCode::OK);
     let mut walked = 0;
@@ -216,7 +233,21 @@ async fn api_body(server: Server) {
             }
         }
     }
-    assert!(walked >= 2 * 3 * 6, "only {walked} calls: is the document missing routes?");
+    assert!(walked >= 2 * 4 * 13, "only {walked} calls: is the document missing routes?");
+    // A's upload is still there: B's DELETE did not delete it.
+    let (s, v, _) = server.call("GET", &format!("/v1/uploads/{upload_id}"), &a_viewer, None).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("ready")), "{v}");
+    let (s, _, _) = server.call("DELETE", &format!("/v1/uploads/{upload_id}"), &a_viewer, None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a viewer deleted data");
+    let (s, _, _) =
+        server.call("DELETE", &format!("/v1/uploads/{upload_id}"), &Auth::Key(analyst_secret.clone()), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _, _) = server.call("GET", &format!("/v1/uploads/{upload_id}/content"), &a_viewer, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(raw_objects(&server.storage).await.is_empty(), "bytes left after the delete");
+    let (s, purged, _) = server.call("GET", "/v1/purge-log", &a_owner, None).await;
+    assert_eq!(s, StatusCode::OK, "{purged}");
+    assert!(purged.to_string().contains("deleted on request by"), "{purged}");
     // A's key still works: B's DELETE did not revoke it.
     let (s, _, _) = server.call("GET", "/v1/me", &a_admin, None).await;
     assert_eq!(s, StatusCode::OK, "B revoked A's key");
@@ -245,39 +276,205 @@ async fn api_body(server: Server) {
         "/v1/users",
         "/v1/api-keys",
         "/v1/api-keys/{id}",
+        "/v1/uploads",
+        "/v1/uploads/{id}",
+        "/v1/uploads/{id}/content",
+        "/v1/purge-log",
     ] {
         assert!(doc["paths"].get(p).is_some(), "{p} missing from /openapi.json");
     }
 
     // Secrets never reach the log; requests do, by route template and tenant.
     let log = String::from_utf8(log().lock().unwrap().clone()).unwrap();
-    for secret in
-        [admin_secret.as_str(), viewer_secret.as_str(), a_session.as_str(), JWT_SECRET, "a long enough password"]
-    {
+    for secret in [
+        admin_secret.as_str(),
+        viewer_secret.as_str(),
+        a_session.as_str(),
+        JWT_SECRET,
+        MASTER_KEY,
+        "a long enough password",
+    ] {
         assert!(!log.contains(secret), "the log shows a secret");
     }
     assert!(log.contains("route=/v1/api-keys/{id}"), "no request line for the key route");
     assert!(log.contains(&format!("tenant={a_org}")), "request lines lack the tenant");
 }
 
+/// Every object in the raw store.
+async fn raw_objects(storage: &Storage) -> Vec<String> {
+    use futures::TryStreamExt;
+    let prefix = storage.location("");
+    let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+    storage.object_store().list(prefix.as_ref()).map_ok(|m| m.location.to_string()).try_collect().await.unwrap()
+}
+
+/// Sends a PATCH whose connection drops after `cut` of `data`'s bytes.
+async fn patch_cut_off(base: &str, key: &str, id: &str, data: &[u8], cut: usize) {
+    use std::io::Write;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "PATCH /v1/uploads/{id} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nUpload-Offset: 0\r\n\
+         Content-Type: application/offset+octet-stream\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    );
+    let sent = data[..cut].to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.write_all(head.as_bytes()).unwrap();
+        tcp.write_all(&sent).unwrap();
+        tcp.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    })
+    .await
+    .unwrap();
+}
+
+async fn patch(
+    server: &Server,
+    auth: &Auth,
+    id: &str,
+    offset: usize,
+    bytes: Vec<u8>,
+) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    let mut req =
+        server.http.patch(format!("{}/v1/uploads/{id}", server.base)).header("upload-offset", offset).body(bytes);
+    if let Auth::Key(k) = auth {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    (status, serde_json::from_str(&resp.text().await.unwrap()).unwrap(), headers)
+}
+
+/// Uploads through the API: resumed after a dropped connection, read back, and every kind
+/// of bad file refused with its reason and nothing left stored. The good upload's id.
+async fn uploads_body(server: &Server, analyst: &str, viewer: &str) -> String {
+    let (analyst, viewer) = (Auth::Key(analyst.to_owned()), Auth::Key(viewer.to_owned()));
+    let video = std::fs::read(retail_testkit::rtsp::h264_fixture(20)).unwrap();
+    let announce = |name: &str, size: usize, auth: &Auth| {
+        let body = json!({"filename": name, "size": size});
+        let auth = auth.clone();
+        async move { server.call("POST", "/v1/uploads", &auth, Some(body)).await }
+    };
+    let (s, v, _) = announce("door.mp4", video.len(), &viewer).await;
+    assert_error(s, &v, StatusCode::FORBIDDEN, "a viewer cannot analyse");
+    let (s, up, _) = announce("door.mp4", video.len(), &analyst).await;
+    assert_eq!(s, StatusCode::CREATED, "{up}");
+    let id = up["id"].as_str().unwrap().to_owned();
+
+    // The connection drops a third of the way in; the client asks where to go on, and does.
+    let cut = video.len() / 3;
+    patch_cut_off(
+        &server.base,
+        match &analyst {
+            Auth::Key(k) => k,
+            _ => unreachable!(),
+        },
+        &id,
+        &video,
+        cut,
+    )
+    .await;
+    let mut offset = 0;
+    for _ in 0..50 {
+        let (_, v, h) = server.call("GET", &format!("/v1/uploads/{id}"), &viewer, None).await;
+        offset = v["offset"].as_u64().unwrap() as usize;
+        assert_eq!(h.get("upload-offset").unwrap().to_str().unwrap(), offset.to_string());
+        if offset > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(offset, cut, "the bytes before the drop were not kept");
+    let (s, v, h) = patch(server, &analyst, &id, 0, video.clone()).await;
+    assert_error(s, &v, StatusCode::CONFLICT, &format!("Upload-Offset: {cut}"));
+    assert_eq!(h.get("upload-offset").unwrap().to_str().unwrap(), cut.to_string());
+    let (s, v, _) = patch(server, &analyst, &id, cut, video[cut..].to_vec()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["state"].as_str(), v["kind"].as_str(), v["width"].as_i64()),
+        (Some("ready"), Some("video"), Some(768)),
+        "{v}"
+    );
+    assert!(v["duration_ms"].as_i64().is_some_and(|d| (39_000..41_000).contains(&d)), "{v}");
+    let back = server
+        .http
+        .get(format!("{}/v1/uploads/{id}/content", server.base))
+        .bearer_auth(match &viewer {
+            Auth::Key(k) => k,
+            _ => unreachable!(),
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.headers().get("content-type").unwrap(), "video/mp4");
+    assert!(back.bytes().await.unwrap() == video, "the download differs from the upload");
+    let good_objects = raw_objects(&server.storage).await;
+    assert_eq!(good_objects.len(), 2, "{good_objects:?}");
+
+    // Refused, each with its reason, and nothing of them stored.
+    let junk: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let truncated = video[..video.len() * 6 / 10].to_vec();
+    for (name, bytes, status, words) in [
+        ("junk.mp4", junk, StatusCode::UNSUPPORTED_MEDIA_TYPE, "junk.mp4: neither a video nor an image"),
+        ("cut.mp4", truncated, StatusCode::UNPROCESSABLE_ENTITY, "cut.mp4"),
+    ] {
+        let (s, up, _) = announce(name, bytes.len(), &analyst).await;
+        assert_eq!(s, StatusCode::CREATED, "{up}");
+        let (s, v, _) = patch(server, &analyst, up["id"].as_str().unwrap(), 0, bytes).await;
+        assert_error(s, &v, status, words);
+        assert!(!v.to_string().contains(".check"), "the scratch path leaked: {v}");
+    }
+    let (s, v, _) = announce("empty.mp4", 0, &analyst).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "at least 1 byte");
+    let (s, v, _) = announce("huge.mp4", MAX_UPLOAD as usize + 1, &analyst).await;
+    assert_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "limit");
+    let (s, small, _) = announce("small.mp4", 1000, &analyst).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, v, _) = patch(server, &analyst, small["id"].as_str().unwrap(), 0, video[..5000].to_vec()).await;
+    assert_error(s, &v, StatusCode::PAYLOAD_TOO_LARGE, "more bytes than the 1000 declared");
+    let (_, list, _) = server.call("GET", "/v1/uploads", &viewer, None).await;
+    let ids: Vec<&str> = list.as_array().unwrap().iter().filter_map(|u| u["id"].as_str()).collect();
+    assert_eq!(ids, vec![id.as_str()], "refused uploads are still listed");
+    assert_eq!(raw_objects(&server.storage).await, good_objects, "refused uploads left bytes");
+    id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_on_sqlite() {
+async fn the_api_on_sqlite_and_a_local_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(&format!("sqlite://{}", dir.path().join("retail.db").display())).await;
+    let objects = dir.path().join("objects");
+    let server = start(
+        &format!("sqlite://{}", dir.path().join("retail.db").display()),
+        objects.to_str().unwrap(),
+        &S3Settings::default(),
+        dir.path(),
+    )
+    .await;
     api_body(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_on_postgres() {
+async fn the_api_on_postgres_and_s3() {
     let pg = retail_testkit::Postgres::start();
-    let server = start(&pg.new_database()).await;
+    let s3 = retail_testkit::SeaweedFs::start();
+    let settings = S3Settings {
+        endpoint: Some(s3.endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some(retail_testkit::S3_ACCESS_KEY.into()),
+        secret_access_key: Some(retail_core::Secret::new(retail_testkit::S3_SECRET_KEY)),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let objects = format!("s3://{}/api-test", retail_testkit::S3_BUCKET);
+    let server = start(&pg.new_database(), &objects, &settings, dir.path()).await;
     api_body(server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_from_one_address_are_limited_with_a_retry_after() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(&format!("sqlite://{}", dir.path().join("retail.db").display())).await;
+    let db = format!("sqlite://{}", dir.path().join("retail.db").display());
+    let server = start(&db, dir.path().join("objects").to_str().unwrap(), &S3Settings::default(), dir.path()).await;
     server.signup("Acme", "ada@acme.test").await;
     let mut refused = None;
     for attempt in 1..=12 {

@@ -116,10 +116,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Serve the platform's HTTP API (organisations, users, API keys; OpenAPI document at
-    /// /openapi.json) on the config's [server] settings. With none: SQLite and generated
-    /// secrets under ./retail-data, listening on 127.0.0.1:8080.
+    /// Serve the platform's HTTP API (organisations, users, API keys, encrypted uploads;
+    /// OpenAPI document at /openapi.json) on the config's [server] settings. With none:
+    /// SQLite, a local object store and generated secrets under ./retail-data, listening on
+    /// 127.0.0.1:8080.
     Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Delete every upload, result and record whose retention has expired (serve also does
+    /// this every server.purge-interval-s), logging each deletion in the purge log; prints
+    /// what went as JSON.
+    Purge {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -182,6 +190,10 @@ fn run(command: Command, metrics_addr: Option<std::net::SocketAddr>) -> anyhow::
     if let Command::Serve { config } = &command {
         // The server has its own Tokio runtime; metrics join it later.
         retail_ai::serve::run(config.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Purge { config } = &command {
+        retail_ai::serve::purge(config.as_deref())?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Worker { config } = &command {
@@ -268,7 +280,7 @@ fn run(command: Command, metrics_addr: Option<std::net::SocketAddr>) -> anyhow::
             print!("{}", render(&batches, format)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker { .. } | Command::Serve { .. } => Ok(ExitCode::SUCCESS), // returned above
+        Command::Worker { .. } | Command::Serve { .. } | Command::Purge { .. } => Ok(ExitCode::SUCCESS), // returned above
         Command::Doctor => {
             let (ok, report) = retail_ai::doctor::run();
             print!("{report}");

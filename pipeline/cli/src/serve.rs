@@ -1,6 +1,7 @@
 //! `retail-ai serve`: the platform's HTTP API on the config's `[server]` settings. With no
-//! settings it runs on its embedded defaults: SQLite and generated secrets under
-//! `server.data-dir`, no other service.
+//! settings it runs on its embedded defaults: SQLite, a local object store and generated
+//! secrets under `server.data-dir` (mode 0700), no other service. `retail-ai purge` runs
+//! the purge that `serve` also runs on a timer.
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,18 +19,67 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     runtime.block_on(serve(settings))
 }
 
-async fn serve(s: ServerSettings) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&s.data_dir)
-        .with_context(|| format!("cannot create server.data-dir {}", s.data_dir.display()))?;
+/// Deletes what has expired, once, and prints what went as JSON.
+pub fn purge(config_path: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(async {
+        let storage = open_storage(&config.server).await?;
+        anyhow::Ok(storage.purge().await?)
+    })?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// The data dir, private to this user (0700): the SQLite files, generated secrets and
+/// decode-check scratch files in it are then out of other users' reach whatever their modes.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode != 0o700 {
+        warn!(dir = %dir.display(), mode = format!("{mode:o}"), "data dir was open to others; made it 0700");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// The metadata database and the encrypted object store of `s`.
+async fn open_storage(s: &ServerSettings) -> anyhow::Result<retail_store::Storage> {
+    private_dir(&s.data_dir).with_context(|| "server.data-dir".to_owned())?;
     let database_url = match &s.database_url {
         Some(url) => url.clone(),
         None => Secret::new(format!("sqlite://{}", s.data_dir.join("retail.db").display())),
     };
     let db = retail_store::Db::open(database_url.expose()).await?;
+    let master = match &s.master_key {
+        Some(key) => key.clone(),
+        None => generated_secret(&s.data_dir.join("secrets/master.key"), retail_store::MasterKey::generate)?,
+    };
+    let master = retail_store::MasterKey::parse(master.expose()).context("server.master-key")?;
+    let objects = match &s.objects_url {
+        Some(url) => url.clone(),
+        None => s.data_dir.join("objects").display().to_string(),
+    };
+    info!(objects = %objects, master_key_id = master.id(), "object store");
+    Ok(retail_store::Storage::open(db, &objects, &s.s3, master)?)
+}
+
+async fn serve(s: ServerSettings) -> anyhow::Result<()> {
+    let storage = open_storage(&s).await?;
     let jwt_secret = match &s.jwt_secret {
         Some(secret) => secret.clone(),
-        None => generated_secret(&s.data_dir.join("secrets/jwt.key"))?,
+        None => generated_secret(&s.data_dir.join("secrets/jwt.key"), || retail_store::new_secret("jwt"))?,
     };
+    let scratch_dir = s.data_dir.join("scratch");
+    // Decode checks that a crash interrupted leave decrypted files here.
+    let _ = std::fs::remove_dir_all(&scratch_dir);
+    private_dir(&scratch_dir)?;
     let api = retail_api::ApiConfig {
         jwt_secret,
         session_ttl: Duration::from_secs(u64::from(s.session_hours) * 3600),
@@ -37,8 +87,11 @@ async fn serve(s: ServerSettings) -> anyhow::Result<()> {
         login_per_minute: s.login_per_minute,
         requests_per_second: s.requests_per_second,
         burst: s.burst,
+        max_upload_bytes: i64::try_from(s.max_upload_mib.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX),
+        scratch_dir,
     };
-    let state = retail_api::AppState::new(db, api).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    tokio::spawn(purge_every(storage.clone(), Duration::from_secs(s.purge_interval_s)));
+    let state = retail_api::AppState::new(storage, api).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let listener = tokio::net::TcpListener::bind(&s.listen)
         .await
         .with_context(|| format!("cannot listen on server.listen {}", s.listen))?;
@@ -46,6 +99,17 @@ async fn serve(s: ServerSettings) -> anyhow::Result<()> {
     retail_api::serve(listener, state, shutdown_signal()).await?;
     info!("stopped");
     Ok(())
+}
+
+/// The scheduled purge: expired uploads, results and records go, each logged.
+async fn purge_every(storage: retail_store::Storage, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = storage.purge().await {
+            warn!(error = %e, "purge failed; retried at the next tick");
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -63,8 +127,8 @@ async fn shutdown_signal() {
     }
 }
 
-/// A secret kept in `path` (created with 256 random bits, mode 0600, on first use).
-fn generated_secret(path: &Path) -> anyhow::Result<Secret> {
+/// A secret kept in `path` (made by `make`, written with mode 0600, on first use).
+fn generated_secret(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<Secret> {
     if let Ok(text) = std::fs::read_to_string(path) {
         let text = text.trim().to_owned();
         anyhow::ensure!(text.len() >= 32, "{} holds a secret shorter than 32 bytes", path.display());
@@ -72,7 +136,7 @@ fn generated_secret(path: &Path) -> anyhow::Result<Secret> {
     }
     let dir = path.parent().context("secret path without a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let secret = retail_store::new_secret("jwt");
+    let secret = make();
     let tmp = path.with_extension("tmp");
     {
         use std::io::Write;
@@ -88,6 +152,6 @@ fn generated_secret(path: &Path) -> anyhow::Result<Secret> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    warn!(path = %path.display(), "generated a JWT secret; set server.jwt-secret when running more than one server");
+    warn!(path = %path.display(), "generated a secret; set it in the config or environment when running more than one server");
     Ok(Secret::new(secret))
 }

@@ -215,6 +215,20 @@ pub struct ServerSettings {
     /// Requests per second per API key or session, and the burst allowed above it.
     pub requests_per_second: u32,
     pub burst: u32,
+    /// Where uploads and results are stored, encrypted: a directory (`file:///srv/objects`
+    /// or a plain path) or `s3://bucket/prefix`. Default: `data-dir/objects`.
+    pub objects_url: Option<String>,
+    /// S3 endpoint and credentials for an `s3://` objects-url.
+    pub s3: retail_lake::S3Settings,
+    /// Wraps the organisations' data keys: 32 bytes as 64 hex digits or base64. Set it from
+    /// the environment (`RETAIL_AI__SERVER__MASTER_KEY`) or a secret store, never beside the
+    /// data. Default: generated once into `data-dir/secrets/master.key` (mode 0600), which
+    /// suits one machine only.
+    pub master_key: Option<retail_core::Secret>,
+    /// The largest upload accepted, in MiB.
+    pub max_upload_mib: u64,
+    /// How often `serve` deletes what has expired, in seconds.
+    pub purge_interval_s: u64,
 }
 
 impl Default for ServerSettings {
@@ -229,6 +243,11 @@ impl Default for ServerSettings {
             login_per_minute: 10,
             requests_per_second: 20,
             burst: 40,
+            objects_url: None,
+            s3: Default::default(),
+            master_key: None,
+            max_upload_mib: 4096,
+            purge_interval_s: 3600,
         }
     }
 }
@@ -247,11 +266,27 @@ impl ServerSettings {
         if self.jwt_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
             return Err("server.jwt-secret must be at least 32 bytes".into());
         }
+        if let Some(key) = &self.master_key {
+            // The store parses it; this only catches the obvious slip early, by its length.
+            let k = key.expose().trim();
+            let hex = k.len() == 64 && k.chars().all(|c| c.is_ascii_hexdigit());
+            if !(hex || k.len() == 43 || k.len() == 44) {
+                return Err("server.master-key must be 32 bytes as 64 hex digits or base64".into());
+            }
+        }
+        if let Some(url) = &self.objects_url
+            && url.contains("://")
+            && !(url.starts_with("file://") || url.starts_with("s3://"))
+        {
+            return Err(format!("server.objects-url must be a directory, file:// or s3://, got {url:?}"));
+        }
         for (key, v) in [
             ("session-hours", self.session_hours),
             ("login-per-minute", self.login_per_minute),
             ("requests-per-second", self.requests_per_second),
             ("burst", self.burst),
+            ("max-upload-mib", u32::try_from(self.max_upload_mib).unwrap_or(u32::MAX)),
+            ("purge-interval-s", u32::try_from(self.purge_interval_s).unwrap_or(u32::MAX)),
         ] {
             if v == 0 {
                 return Err(format!("server.{key} must be above 0"));

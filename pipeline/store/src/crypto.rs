@@ -61,7 +61,7 @@ impl MasterKey {
             .or_else(|| base64::engine::general_purpose::STANDARD.decode(t).ok())
             .or_else(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).ok())
             .filter(|b| b.len() == 32)
-            .ok_or_else(|| StoreError::Invalid("master key: expected 32 bytes as 64 hex digits or base64".into()))?;
+            .ok_or_else(|| StoreError::Invalid("the master key must be 32 bytes as 64 hex digits or base64".into()))?;
         let mut fingerprint = b"retail-ai master key id\0".to_vec();
         fingerprint.extend_from_slice(&bytes);
         let id = hex::encode(&ring::digest::digest(&ring::digest::SHA256, &fingerprint).as_ref()[..8]);
