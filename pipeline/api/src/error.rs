@@ -75,6 +75,9 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NotFound { what, id } => ApiError::not_found(what, &id),
             StoreError::BadLogin => ApiError::unauthenticated("wrong email or password"),
+            e @ StoreError::InsufficientCredits { .. } => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, "insufficient_credits", e.to_string())
+            }
             StoreError::Unsupported(m) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media", m),
             StoreError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
             e @ StoreError::Offset { .. } => ApiError::new(StatusCode::CONFLICT, "wrong_offset", e.to_string()),

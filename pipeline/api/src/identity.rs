@@ -98,6 +98,18 @@ pub async fn signup(
         })
         .await?;
     request::set_tenant(&done.org.id);
+    if s.config.signup_credits > 0 {
+        s.db.move_credits(&retail_store::Movement {
+            org_id: &done.org.id,
+            kind: "grant",
+            amount: s.config.signup_credits,
+            job_id: None,
+            actor: "system",
+            reason: "credits for a new organisation",
+            may_overdraw: false,
+        })
+        .await?;
+    }
     Ok((StatusCode::CREATED, Json(SignupResponse { organisation: done.org.into(), user: done.user.into() })))
 }
 

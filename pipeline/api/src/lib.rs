@@ -8,6 +8,7 @@
 mod auth;
 mod error;
 mod identity;
+mod jobs;
 mod limit;
 mod request;
 mod uploads;
@@ -48,6 +49,14 @@ pub struct ApiConfig {
     pub max_upload_bytes: i64,
     /// A private directory for decode checks of complete uploads (decrypted while checked).
     pub scratch_dir: std::path::PathBuf,
+    /// The operator's analysis config: jobs bring only their lines, zones and settings.
+    pub analysis: retail_runtime::Config,
+    /// Millicredits per minute of video, reserved from its duration and charged as processed.
+    pub milli_per_minute: i64,
+    /// Millicredits a new organisation starts with.
+    pub signup_credits: i64,
+    /// Runs of one job before it fails.
+    pub job_attempts: i64,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +70,10 @@ impl Default for ApiConfig {
             burst: 40,
             max_upload_bytes: 4 * 1024 * 1024 * 1024,
             scratch_dir: std::env::temp_dir(),
+            analysis: retail_runtime::Config::default(),
+            milli_per_minute: 1000,
+            signup_credits: 60_000,
+            job_attempts: 3,
         }
     }
 }
@@ -99,7 +112,8 @@ impl AppState {
     info(title = "Retail AI", description = "Footfall, occupancy and dwell from store video."),
     modifiers(&Security),
     tags((name = "identity", description = "Organisations, users, sessions and API keys"),
-         (name = "uploads", description = "Encrypted, resumable uploads of video and images, and their retention"))
+         (name = "uploads", description = "Encrypted, resumable uploads of video and images, and their retention"),
+         (name = "jobs", description = "Analyses of uploads, their results, and credits"))
 )]
 struct ApiDoc;
 
@@ -132,6 +146,10 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(uploads::get_upload, uploads::append_upload, uploads::delete_upload))
         .routes(routes!(uploads::upload_content))
         .routes(routes!(uploads::purge_log))
+        .routes(routes!(jobs::create_job, jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::job_result))
+        .routes(routes!(jobs::credits))
         .split_for_parts();
     let doc_json = Arc::new(doc.to_pretty_json().unwrap_or_default());
     let router = api

@@ -225,17 +225,6 @@ pub async fn upload_content(
         return Err(ApiError::new(StatusCode::CONFLICT, "not_ready", format!("upload {id} is not complete")));
     }
     let reader = s.storage.upload_reader(&caller.org_id, &id).await?;
-    let stream = futures::stream::try_unfold(reader, |mut r| async move {
-        match r.next().await {
-            Ok(Some(b)) => Ok(Some((b, r))),
-            Ok(None) => Ok(None),
-            Err(e) => {
-                // Headers are gone by now: the error cuts the body, and is logged.
-                tracing::error!(error = %e, "upload read failed");
-                Err(std::io::Error::other(e.to_string()))
-            }
-        }
-    });
     let media_type = up.media_type.unwrap_or_else(|| "application/octet-stream".into());
     Ok((
         [
@@ -243,9 +232,25 @@ pub async fn upload_content(
             (header::CONTENT_LENGTH, up.declared_bytes.to_string()),
             (header::CACHE_CONTROL, "no-store".into()),
         ],
-        axum::body::Body::from_stream(stream),
+        streamed(reader),
     )
         .into_response())
+}
+
+/// A response body that decrypts as it is sent.
+pub(crate) fn streamed(reader: retail_store::UploadReader) -> axum::body::Body {
+    let stream = futures::stream::try_unfold(reader, |mut r| async move {
+        match r.next().await {
+            Ok(Some(b)) => Ok(Some((b, r))),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                // The headers are sent by now: the error cuts the body short, and is logged.
+                tracing::error!(error = %e, "stored object read failed");
+                Err(std::io::Error::other(e.to_string()))
+            }
+        }
+    });
+    axum::body::Body::from_stream(stream)
 }
 
 /// Deletes an upload and its results at once (the purge log records who asked).

@@ -280,6 +280,10 @@ async fn api_body(server: Server) {
         "/v1/uploads/{id}",
         "/v1/uploads/{id}/content",
         "/v1/purge-log",
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/results/{name}",
+        "/v1/credits",
     ] {
         assert!(doc["paths"].get(p).is_some(), "{p} missing from /openapi.json");
     }

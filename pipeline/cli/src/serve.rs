@@ -4,6 +4,8 @@
 //! the purge that `serve` also runs on a timer.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,9 +16,8 @@ use tracing::{info, warn};
 /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
 pub fn run(config_path: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let settings = config.server;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(settings))
+    runtime.block_on(serve(config))
 }
 
 /// Deletes what has expired, once, and prints what went as JSON.
@@ -25,10 +26,32 @@ pub fn purge(config_path: Option<&Path>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
         let storage = open_storage(&config.server).await?;
-        anyhow::Ok(storage.purge().await?)
+        housekeeping(&storage, &config.server).await
     })?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// What one housekeeping round did.
+#[derive(serde::Serialize)]
+struct Housekeeping {
+    #[serde(flatten)]
+    purged: retail_store::PurgeReport,
+    /// Storage charges made (one per organisation and retention class per day).
+    storage_charges: usize,
+}
+
+/// Deletes what has expired, then meters the day's storage.
+async fn housekeeping(storage: &retail_store::Storage, s: &ServerSettings) -> anyhow::Result<Housekeeping> {
+    let purged = storage.purge().await?;
+    let milli = s.credits_per_gb_day * 1000.0;
+    // Aggregates and billing records are the platform's to keep: not charged.
+    let rate = move |c: retail_store::RetentionClass| match c {
+        retail_store::RetentionClass::Upload | retail_store::RetentionClass::Result => milli,
+        _ => 0.0,
+    };
+    let storage_charges = storage.meter_storage(&rate).await?;
+    Ok(Housekeeping { purged, storage_charges })
 }
 
 /// The data dir, private to this user (0700): the SQLite files, generated secrets and
@@ -70,7 +93,8 @@ async fn open_storage(s: &ServerSettings) -> anyhow::Result<retail_store::Storag
     Ok(retail_store::Storage::open(db, &objects, &s.s3, master)?)
 }
 
-async fn serve(s: ServerSettings) -> anyhow::Result<()> {
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let s = config.server.clone();
     let storage = open_storage(&s).await?;
     let jwt_secret = match &s.jwt_secret {
         Some(secret) => secret.clone(),
@@ -88,28 +112,50 @@ async fn serve(s: ServerSettings) -> anyhow::Result<()> {
         requests_per_second: s.requests_per_second,
         burst: s.burst,
         max_upload_bytes: i64::try_from(s.max_upload_mib.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX),
-        scratch_dir,
+        scratch_dir: scratch_dir.clone(),
+        analysis: config.clone(),
+        milli_per_minute: (s.credits_per_minute * 1000.0).round() as i64,
+        signup_credits: (s.signup_credits * 1000.0).round() as i64,
+        job_attempts: i64::from(s.job_attempts),
     };
-    tokio::spawn(purge_every(storage.clone(), Duration::from_secs(s.purge_interval_s)));
+    tokio::spawn(housekeeping_every(storage.clone(), s.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    for i in 0..s.job_workers {
+        let worker = crate::jobs::JobWorker {
+            storage: storage.clone(),
+            analysis: config.clone(),
+            scratch: scratch_dir.join("jobs"),
+            name: format!("{}-{}-{i}", hostname(), std::process::id()),
+            lease: Duration::from_secs(s.job_lease_s),
+            milli_per_minute: api.milli_per_minute,
+        };
+        tokio::spawn(worker.run(stop.clone()));
+    }
     let state = retail_api::AppState::new(storage, api).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let listener = tokio::net::TcpListener::bind(&s.listen)
         .await
         .with_context(|| format!("cannot listen on server.listen {}", s.listen))?;
     info!(addr = %listener.local_addr()?, "serving the API (OpenAPI document at /openapi.json)");
     retail_api::serve(listener, state, shutdown_signal()).await?;
+    // A job still running is left to its lease: another worker (or this one, restarted) takes it.
+    stop.store(true, Ordering::Relaxed);
     info!("stopped");
     Ok(())
 }
 
-/// The scheduled purge: expired uploads, results and records go, each logged.
-async fn purge_every(storage: retail_store::Storage, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+/// The scheduled purge and storage metering.
+async fn housekeeping_every(storage: retail_store::Storage, s: ServerSettings) {
+    let mut tick = tokio::time::interval(Duration::from_secs(s.purge_interval_s));
     loop {
         tick.tick().await;
-        if let Err(e) = storage.purge().await {
-            warn!(error = %e, "purge failed; retried at the next tick");
+        if let Err(e) = housekeeping(&storage, &s).await {
+            warn!(error = %e, "purge or metering failed; retried at the next tick");
         }
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map_or_else(|_| "worker".into(), |h| h.trim().to_owned())
 }
 
 async fn shutdown_signal() {

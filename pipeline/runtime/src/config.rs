@@ -227,8 +227,21 @@ pub struct ServerSettings {
     pub master_key: Option<retail_core::Secret>,
     /// The largest upload accepted, in MiB.
     pub max_upload_mib: u64,
-    /// How often `serve` deletes what has expired, in seconds.
+    /// How often `serve` deletes what has expired (and meters storage), in seconds.
     pub purge_interval_s: u64,
+    /// Analysis jobs `serve` runs at once in its own process (0: only separate workers).
+    pub job_workers: u32,
+    /// A worker renews its job's lease this often times 3; a job whose lease runs out is
+    /// taken by another worker.
+    pub job_lease_s: u64,
+    /// Runs of one job before it is failed (a worker killed mid-job counts as a run).
+    pub job_attempts: u32,
+    /// Credits charged per minute of video analysed (reserved from the video's duration).
+    pub credits_per_minute: f64,
+    /// Credits charged per GB-day stored, for uploads and results (metered daily).
+    pub credits_per_gb_day: f64,
+    /// Credits a new organisation starts with.
+    pub signup_credits: f64,
 }
 
 impl Default for ServerSettings {
@@ -248,6 +261,12 @@ impl Default for ServerSettings {
             master_key: None,
             max_upload_mib: 4096,
             purge_interval_s: 3600,
+            job_workers: 1,
+            job_lease_s: 60,
+            job_attempts: 3,
+            credits_per_minute: 1.0,
+            credits_per_gb_day: 0.1,
+            signup_credits: 60.0,
         }
     }
 }
@@ -265,6 +284,15 @@ impl ServerSettings {
         }
         if self.jwt_secret.as_ref().is_some_and(|s| s.expose().len() < 32) {
             return Err("server.jwt-secret must be at least 32 bytes".into());
+        }
+        for (key, v) in [
+            ("credits-per-minute", self.credits_per_minute),
+            ("credits-per-gb-day", self.credits_per_gb_day),
+            ("signup-credits", self.signup_credits),
+        ] {
+            if !(0.0..=1e9).contains(&v) {
+                return Err(format!("server.{key} must be 0 to 1e9, got {v}"));
+            }
         }
         if let Some(key) = &self.master_key {
             // The store parses it; this only catches the obvious slip early, by its length.
@@ -287,6 +315,8 @@ impl ServerSettings {
             ("burst", self.burst),
             ("max-upload-mib", u32::try_from(self.max_upload_mib).unwrap_or(u32::MAX)),
             ("purge-interval-s", u32::try_from(self.purge_interval_s).unwrap_or(u32::MAX)),
+            ("job-lease-s", u32::try_from(self.job_lease_s).unwrap_or(u32::MAX)),
+            ("job-attempts", self.job_attempts),
         ] {
             if v == 0 {
                 return Err(format!("server.{key} must be above 0"));
@@ -323,6 +353,45 @@ pub struct Config {
 }
 
 const ENV_PREFIX: &str = "RETAIL_AI__";
+
+/// What a tenant may set for one analysis job: its lines, zones, analytics settings and the
+/// video's start time, in the config file's TOML. Everything else (detector, bus, server)
+/// stays the operator's, so unknown sections are refused.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JobAnalysis {
+    pub stream: JobStream,
+    pub analytics: AnalyticsSettings,
+    pub lines: Vec<LineConfig>,
+    pub zones: Vec<ZoneConfig>,
+}
+
+/// `[stream]` of a job: only its start time (tenant and stream id are the platform's).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JobStream {
+    pub start_time: Option<StartTime>,
+}
+
+impl JobAnalysis {
+    /// Parses and checks a job's TOML with the rules and messages of the config file.
+    pub fn parse(text: &str, base: &Config) -> Result<Self, String> {
+        let job: JobAnalysis = toml::from_str(text).map_err(|e| toml_reason(text, &e))?;
+        job.apply(base)?;
+        Ok(job)
+    }
+
+    /// `base` with this job's lines, zones and settings, validated.
+    pub fn apply(&self, base: &Config) -> Result<Config, String> {
+        let mut c = base.clone();
+        c.stream.start_time = self.stream.start_time;
+        c.analytics = self.analytics.clone();
+        c.lines = self.lines.clone();
+        c.zones = self.zones.clone();
+        c.validate()?;
+        Ok(c)
+    }
+}
 
 impl Config {
     /// Reads `path` (or the defaults when `None`), applies environment overrides, validates.

@@ -27,7 +27,8 @@ mod stream;
 mod summary;
 
 pub use config::{
-    AnalyticsSettings, CameraConfig, Config, ConfigError, LiveSettings, ServerSettings, StartTime, StreamConfig,
+    AnalyticsSettings, CameraConfig, Config, ConfigError, JobAnalysis, JobStream, LiveSettings, ServerSettings,
+    StartTime, StreamConfig,
 };
 pub use engine::{Batching, Engine, StreamHandle};
 pub use error::RuntimeError;

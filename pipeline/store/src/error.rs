@@ -58,6 +58,9 @@ pub enum StoreError {
     /// An upload is larger than allowed, or than it said it would be.
     #[error("{0}")]
     TooLarge(String),
+    /// The organisation's credits do not cover what was asked.
+    #[error("not enough credits: this needs {needed}, the balance is {balance}")]
+    InsufficientCredits { needed: String, balance: String },
     /// A resumed upload started at the wrong offset.
     #[error("upload {id} has {expected} bytes; continue at offset {expected}, not {given}")]
     Offset { id: String, expected: i64, given: i64 },

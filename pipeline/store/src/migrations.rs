@@ -8,7 +8,7 @@ pub(crate) struct Migration {
     pub statements: &'static [&'static str],
 }
 
-pub(crate) const MIGRATIONS: &[Migration] = &[IDENTITY, STORAGE];
+pub(crate) const MIGRATIONS: &[Migration] = &[IDENTITY, STORAGE, JOBS_AND_CREDITS];
 
 const IDENTITY: Migration = Migration {
     version: 1,
@@ -119,6 +119,62 @@ const STORAGE: Migration = Migration {
             bytes BIGINT NOT NULL,
             object_key TEXT NOT NULL,
             PRIMARY KEY (upload_id, idx)
+        )",
+    ],
+};
+
+const JOBS_AND_CREDITS: Migration = Migration {
+    version: 3,
+    name: "jobs, credits, storage metering",
+    statements: &[
+        "CREATE TABLE credit_accounts (
+            org_id TEXT PRIMARY KEY REFERENCES orgs(id),
+            balance BIGINT NOT NULL,
+            entries BIGINT NOT NULL
+        )",
+        "CREATE TABLE ledger (
+            id TEXT PRIMARY KEY,
+            org_id TEXT NOT NULL REFERENCES orgs(id),
+            seq BIGINT NOT NULL,
+            kind TEXT NOT NULL,
+            amount BIGINT NOT NULL,
+            balance_after BIGINT NOT NULL,
+            job_id TEXT,
+            actor TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created_us BIGINT NOT NULL,
+            UNIQUE (org_id, seq)
+        )",
+        "CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            org_id TEXT NOT NULL REFERENCES orgs(id),
+            upload_id TEXT NOT NULL,
+            state TEXT NOT NULL,
+            config TEXT NOT NULL,
+            annotate BIGINT NOT NULL,
+            attempts BIGINT NOT NULL,
+            max_attempts BIGINT NOT NULL,
+            worker TEXT,
+            lease_until_us BIGINT,
+            frames BIGINT NOT NULL,
+            expected_frames BIGINT,
+            reason TEXT,
+            reserved BIGINT NOT NULL,
+            charged BIGINT,
+            processed_ms BIGINT,
+            created_by TEXT NOT NULL,
+            queued_us BIGINT NOT NULL,
+            started_us BIGINT,
+            finished_us BIGINT
+        )",
+        "CREATE INDEX jobs_org ON jobs(org_id, queued_us)",
+        "CREATE INDEX jobs_state ON jobs(state, queued_us)",
+        "CREATE TABLE storage_charges (
+            org_id TEXT NOT NULL REFERENCES orgs(id),
+            day BIGINT NOT NULL,
+            class TEXT NOT NULL,
+            bytes BIGINT NOT NULL,
+            PRIMARY KEY (org_id, day, class)
         )",
     ],
 };

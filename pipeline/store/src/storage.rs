@@ -370,6 +370,62 @@ impl Storage {
         rows.iter().map(object_from).collect()
     }
 
+    /// Charges each organisation, once per day, for the bytes it stores in each retention
+    /// class (GB-days at `milli_per_gb_day` millicredits), as `storage` rows in its ledger.
+    /// Run daily (the scheduled task runs it with each purge); a day already charged is skipped.
+    pub async fn meter_storage(
+        &self,
+        milli_per_gb_day: &(dyn Fn(RetentionClass) -> f64 + Sync),
+    ) -> Result<usize, StoreError> {
+        let day = self.db.now_us().div_euclid(DAY_US);
+        let rows = sqlx::query(
+            "SELECT org_id, class, CAST(SUM(COALESCE(bytes, 0)) AS BIGINT) AS b FROM objects GROUP BY org_id, class",
+        )
+        .fetch_all(&self.db.pool)
+        .await
+        .map_err(db_err("meter storage"))?;
+        let mut charged = 0;
+        for row in rows {
+            let get = db_err("meter storage");
+            let (org, class, bytes): (String, String, i64) = (
+                row.try_get("org_id").map_err(&get)?,
+                row.try_get("class").map_err(&get)?,
+                row.try_get("b").map_err(&get)?,
+            );
+            let Some(class) = RetentionClass::parse(&class) else { continue };
+            let new = sqlx::query(
+                "INSERT INTO storage_charges (org_id, day, class, bytes) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(&org)
+            .bind(day)
+            .bind(class.as_str())
+            .bind(bytes)
+            .execute(&self.db.pool)
+            .await
+            .map_err(db_err("meter storage"))?;
+            let gb_days = bytes as f64 / 1e9;
+            let amount = (gb_days * milli_per_gb_day(class)).ceil() as i64;
+            if new.rows_affected() == 0 || amount == 0 {
+                continue;
+            }
+            let date = chrono_day(day);
+            let reason = format!("storage {date}: {gb_days:.6} GB-days of {} objects", class.as_str());
+            self.db
+                .move_credits(&crate::Movement {
+                    org_id: &org,
+                    kind: "storage",
+                    amount: -amount,
+                    job_id: None,
+                    actor: "system",
+                    reason: &reason,
+                    may_overdraw: true,
+                })
+                .await?;
+            charged += 1;
+        }
+        Ok(charged)
+    }
+
     /// The purge log of an organisation, newest first.
     pub async fn purge_log(&self, org_id: &str, limit: i64) -> Result<Vec<PurgeRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM purge_log WHERE org_id = $1 ORDER BY deleted_us DESC, id LIMIT $2")
@@ -501,5 +557,21 @@ impl ObjectReader {
             out.extend_from_slice(&b);
         }
         Ok(out)
+    }
+}
+
+/// `YYYY-MM-DD` of a day number since 1970-01-01.
+fn chrono_day(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day * 86_400, 0)
+        .map_or_else(|| format!("day {day}"), |t| t.format("%Y-%m-%d").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn days_are_dates() {
+        assert_eq!(super::chrono_day(0), "1970-01-01");
+        assert_eq!(super::chrono_day(20_790), "2026-12-03");
+        assert_eq!(super::chrono_day(11_016), "2000-02-29");
     }
 }

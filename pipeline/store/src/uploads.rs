@@ -355,7 +355,11 @@ impl Storage {
     /// Deletes an upload's bytes (each logged with `reason`), then its rows.
     pub async fn delete_upload(&self, org_id: &str, id: &str, reason: &str) -> Result<usize, StoreError> {
         self.upload(org_id, id).await?;
-        let objects: Vec<StoredObject> = self.objects_of(org_id, id).await?;
+        let mut objects: Vec<StoredObject> = self.objects_of(org_id, id).await?;
+        // Its jobs' results go with it.
+        for job in self.db.jobs_of_upload(org_id, id).await? {
+            objects.extend(self.objects_of(org_id, &job.id).await?);
+        }
         for object in &objects {
             self.delete(object, reason).await?;
         }
@@ -381,6 +385,11 @@ impl Storage {
             .collect::<Result<VecDeque<_>, _>>()
             .map_err(db_err("list parts"))?;
         Ok(UploadReader { storage: self.clone(), org_id: org_id.to_owned(), keys, current: None })
+    }
+
+    /// Reads the objects `keys` of `org_id` one after the other.
+    pub fn reader_of(&self, org_id: &str, keys: Vec<String>) -> UploadReader {
+        UploadReader { storage: self.clone(), org_id: org_id.to_owned(), keys: keys.into(), current: None }
     }
 
     /// Decrypts a whole upload into a new file at `path` (mode 0600).

@@ -23,7 +23,7 @@ async fn mailed_token(db: &Db, to: &str) -> String {
 }
 
 async fn identity_body(db: Db, clock: Arc<ManualClock>) {
-    assert_eq!(db.schema_version().await.unwrap(), 2);
+    assert_eq!(db.schema_version().await.unwrap(), 3);
     // Refused without the 18+ attestation, and nothing is stored.
     let minor = Signup { adult: false, ..signup("Kids", "kid@example.com") };
     let err = db.signup(&minor).await.unwrap_err();
@@ -96,7 +96,7 @@ async fn identity_on_sqlite() {
     identity_body(db, clock).await;
     // Opening again migrates nothing and keeps the data.
     let again = Db::open(&url).await.unwrap();
-    assert_eq!(again.schema_version().await.unwrap(), 2);
+    assert_eq!(again.schema_version().await.unwrap(), 3);
     assert!(again.login("ada@example.com", "a long enough password").await.is_ok());
 }
 
@@ -109,7 +109,7 @@ async fn identity_on_postgres() {
     let (db, other) = tokio::join!(Db::open_with_clock(&url, clock.clone()), Db::open(&url));
     let (db, other) = (db.unwrap(), other.unwrap());
     assert_eq!(db.kind(), DbKind::Postgres);
-    assert_eq!(other.schema_version().await.unwrap(), 2);
+    assert_eq!(other.schema_version().await.unwrap(), 3);
     identity_body(db, clock).await;
 }
 

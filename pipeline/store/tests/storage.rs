@@ -182,6 +182,18 @@ async fn storage_body(db: Db, clock: Arc<ManualClock>, url: &str, s3: &S3Setting
     assert_eq!(raw_keys(&storage).await.len(), 2);
     assert_eq!(storage.purge_log(&b, 10).await.unwrap()[0].reason, "deleted on request by usr_x");
 
+    // Storage is metered once a day per class from the objects' tags (billing records free here).
+    let rate = |c: RetentionClass| if c == RetentionClass::Billing { 0.0 } else { 1000.0 };
+    assert_eq!(storage.meter_storage(&rate).await.unwrap(), 1);
+    assert_eq!(storage.meter_storage(&rate).await.unwrap(), 0, "a day was charged twice");
+    let ledger = db.ledger(&a, 10).await.unwrap();
+    assert_eq!(ledger[0].kind, "storage");
+    assert!(ledger[0].reason.contains("GB-days of aggregate objects"), "{:?}", ledger[0]);
+    assert_eq!(db.balance(&a).await.unwrap(), -1);
+    assert_eq!(db.ledger_sum(&a).await.unwrap(), -1);
+    clock.advance_s(86_400);
+    assert_eq!(storage.meter_storage(&rate).await.unwrap(), 1);
+
     // Another master key opens nothing, and says so.
     let wrong = Storage::open(db.clone(), url, s3, MasterKey::parse(&MasterKey::generate()).unwrap()).unwrap();
     let err = wrong.reader(&a, "acme/billing/2026-12.json").await.err().unwrap();
