@@ -75,6 +75,47 @@ impl Client {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// Signs up an organisation and takes an API key with `role`.
+    async fn sign_up(&mut self, role: &str) {
+        let (s, v) = self
+            .call("POST", "/v1/signup", Some(json!({"organisation": "Acme", "name": "Ada", "email": "ada@acme.test", "password": "a long enough password", "adult": true})))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let login = json!({"email": "ada@acme.test", "password": "a long enough password"});
+        let resp = self.http.post(format!("{}/v1/login", self.base)).json(&login).send().await.unwrap();
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        let resp = self
+            .http
+            .post(format!("{}/v1/api-keys", self.base))
+            .header("cookie", cookie)
+            .json(&json!({"name": "ci", "role": role}))
+            .send()
+            .await
+            .unwrap();
+        let key: Value = resp.json().await.unwrap();
+        self.key = Some(key["secret"].as_str().unwrap().to_owned());
+    }
+
+    /// Uploads a file in one request; its id.
+    async fn upload(&self, path: &Path) -> String {
+        let bytes = std::fs::read(path).unwrap();
+        let (s, up) =
+            self.call("POST", "/v1/uploads", Some(json!({"filename": "plaza.mp4", "size": bytes.len()}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{up}");
+        let id = up["id"].as_str().unwrap().to_owned();
+        let resp = self
+            .http
+            .patch(format!("{}/v1/uploads/{id}", self.base))
+            .bearer_auth(self.key.as_ref().unwrap())
+            .header("upload-offset", 0)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        id
+    }
+
     async fn job(&self, id: &str) -> Value {
         let (s, v) = self.call("GET", &format!("/v1/jobs/{id}"), None).await;
         assert_eq!(s, StatusCode::OK, "{v}");
@@ -109,45 +150,11 @@ async fn a_job_survives_its_server_being_killed_and_matches_the_cli() {
     let mut serve = Serve::start(&config, &log);
     let mut c = Client { http: reqwest::Client::new(), base: serve.base.clone(), key: None };
 
-    let (s, v) = c
-        .call("POST", "/v1/signup", Some(json!({"organisation": "Acme", "name": "Ada", "email": "ada@acme.test", "password": "a long enough password", "adult": true})))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let resp = c
-        .http
-        .post(format!("{}/v1/login", c.base))
-        .json(&json!({"email": "ada@acme.test", "password": "a long enough password"}))
-        .send()
-        .await
-        .unwrap();
-    let cookie = resp.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-    let resp = c
-        .http
-        .post(format!("{}/v1/api-keys", c.base))
-        .header("cookie", cookie)
-        .json(&json!({"name": "ci", "role": "owner"}))
-        .send()
-        .await
-        .unwrap();
-    let key: Value = resp.json().await.unwrap();
-    c.key = Some(key["secret"].as_str().unwrap().to_owned());
+    c.sign_up("owner").await;
 
     // Upload the sample (39.75 s of video) in one request.
     let video_path = retail_testkit::rtsp::h264_fixture(20);
-    let video = std::fs::read(&video_path).unwrap();
-    let (s, up) = c.call("POST", "/v1/uploads", Some(json!({"filename": "plaza.mp4", "size": video.len()}))).await;
-    assert_eq!(s, StatusCode::CREATED, "{up}");
-    let upload_id = up["id"].as_str().unwrap().to_owned();
-    let resp = c
-        .http
-        .patch(format!("{}/v1/uploads/{upload_id}", c.base))
-        .bearer_auth(c.key.as_ref().unwrap())
-        .header("upload-offset", 0)
-        .body(video.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    let upload_id = c.upload(&video_path).await;
 
     // A bad config is refused with the CLI's message; a good one is queued.
     let bad = "[[lines]]\nname = \"door\"\nfrom = [0.5, 0.2]\nto = [0.5, 0.2]\ninside = [0.9, 0.5]\n";
@@ -264,4 +271,57 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_worker_takes_the_jobs_of_a_server_that_runs_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = retail_testkit::free_port();
+    let server = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata-dir = \"{data}\"\ncookie-secure = false\n\
+         database-url = \"sqlite://{data}/shared.db\"\nobjects-url = \"{data}/shared-objects\"\n\
+         master-key = \"{}\"\njob-lease-s = 3\n",
+        "ab".repeat(32),
+        data = data.display()
+    );
+    let serve_config = dir.path().join("serve.toml");
+    std::fs::write(&serve_config, format!("{server}job-workers = 0\n")).unwrap();
+    let worker_config = dir.path().join("worker.toml");
+    std::fs::write(&worker_config, format!("{server}job-workers = 1\n")).unwrap();
+    let log = dir.path().join("serve.log");
+    let serve = Serve::start(&serve_config, &log);
+    let mut c = Client { http: reqwest::Client::new(), base: serve.base.clone(), key: None };
+    c.sign_up("analyst").await;
+    let upload_id = c.upload(&retail_testkit::rtsp::h264_fixture(20)).await;
+    let (s, job) = c.call("POST", "/v1/jobs", Some(json!({"upload_id": upload_id, "config": job_config()}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    // Nobody runs it until a worker comes.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.job(&id).await["state"], "queued");
+    let metrics = retail_testkit::free_port();
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_retail-ai"))
+        .args(["worker", "--metrics-addr", &format!("127.0.0.1:{metrics}"), "--config"])
+        .arg(&worker_config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("worker.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let done = loop {
+        let j = c.job(&id).await;
+        if j["state"] == "succeeded" || j["state"] == "failed" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the worker never finished the job: {j}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 1, "{done}");
+    let (s, summary) = c.call("GET", &format!("/v1/jobs/{id}/results/summary.json"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(summary["frames"], 795, "{summary}");
 }

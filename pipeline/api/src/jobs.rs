@@ -167,6 +167,9 @@ pub async fn job_result(
 ) -> Result<Response, ApiError> {
     caller.require(Action::Read)?;
     let job = s.db.job(&caller.org_id, &id).await?;
+    if job.state != JobState::Succeeded {
+        return Err(ApiError::not_found("result", &name));
+    }
     let Some((_, media_type)) = RESULT_FILES.iter().find(|(n, _)| *n == name) else {
         return Err(ApiError::not_found("result", &name));
     };

@@ -168,9 +168,11 @@ pub async fn append_upload(
 /// first frame must come out. The inner error is the file's fault and names its file name
 /// (not the scratch path); the outer one is the server's, and deletes nothing.
 async fn check_decodes(s: &AppState, org_id: &str, up: &Upload) -> Result<Result<MediaInfo, String>, ApiError> {
-    let path = s.config.scratch_dir.join(format!("{}.check", up.id));
+    // A name of its own: two requests may check one upload at once.
+    let path = s.config.scratch_dir.join(format!("{}.check", retail_store::new_id(&up.id)));
+    let written = s.storage.upload_to_file(org_id, &up.id, &path).await;
     let _cleanup = RemoveOnDrop(path.clone());
-    s.storage.upload_to_file(org_id, &up.id, &path).await?;
+    written?;
     let probe_path = path.clone();
     let result = tokio::task::spawn_blocking(move || probe(&probe_path))
         .await

@@ -59,14 +59,22 @@ impl JobWorker {
         info!(job = %job.id, org = %job.org_id, attempt = job.attempts, "job started");
         metrics::counter!("retail_jobs_started_total").increment(1);
         let dir = self.scratch.join(&job.id);
-        let outcome = self.analyse(&job, &dir).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        let outcome = match outcome {
-            Ok(Some(outcome)) => outcome,
-            // The lease was lost: another worker has the job now.
-            Ok(None) => return,
-            Err(reason) => JobOutcome::Failed { reason },
+        let shared = Arc::new(Shared::default());
+        // The lease is renewed from claim to finish: decrypting a large input and storing
+        // its results take time too.
+        let work = async {
+            let outcome = self.analyse(&job, &dir, shared.clone()).await;
+            shared.done.store(true, Ordering::Relaxed);
+            outcome
         };
+        let (outcome, lost) = tokio::join!(work, self.heartbeat(&job, shared.clone()));
+        let _ = std::fs::remove_dir_all(&dir);
+        if lost {
+            // Another worker has the job now.
+            warn!(job = %job.id, "lease lost: stopped");
+            return;
+        }
+        let outcome = outcome.unwrap_or_else(|reason| JobOutcome::Failed { reason });
         let state = if matches!(outcome, JobOutcome::Succeeded { .. }) { "succeeded" } else { "failed" };
         match self.storage.db().finish_job(&job, &self.name, &outcome).await {
             Ok(true) => {
@@ -78,8 +86,8 @@ impl JobWorker {
         }
     }
 
-    /// Runs one job; `Ok(None)` if the lease was lost, `Err` with the reason it failed.
-    async fn analyse(&self, job: &Job, dir: &Path) -> Result<Option<JobOutcome>, String> {
+    /// Runs one job, or says why it failed.
+    async fn analyse(&self, job: &Job, dir: &Path, shared: Arc<Shared>) -> Result<JobOutcome, String> {
         let upload = self.storage.upload(&job.org_id, &job.upload_id).await.map_err(|e| e.to_string())?;
         let analysis: JobAnalysis = toml::from_str(&job.config).map_err(|e| format!("config: {e}"))?;
         let mut config = analysis.apply(&self.analysis).map_err(|e| format!("config: {e}"))?;
@@ -88,11 +96,11 @@ impl JobWorker {
         if config.stream.start_time.is_none() {
             config.stream.start_time = Some(retail_runtime::StartTime { us: upload.created_us });
         }
+        let _ = std::fs::remove_dir_all(dir);
         private_dir(dir).map_err(|e| format!("scratch {}: {e}", dir.display()))?;
         let input = dir.join("input");
         self.storage.upload_to_file(&job.org_id, &upload.id, &input).await.map_err(|e| e.to_string())?;
         let out = dir.join("out");
-        let shared = Arc::new(Shared::default());
         let req = FilesRequest {
             inputs: vec![input.clone()],
             config,
@@ -106,19 +114,9 @@ impl JobWorker {
             progress.frames.store(p.frames, Ordering::Relaxed);
             progress.expected.store(p.expected_frames.unwrap_or(0), Ordering::Relaxed);
         });
-        let ended = shared.clone();
-        let analysis = async move {
-            let r = tokio::task::spawn_blocking(move || retail_runtime::analyze_files(&req, Some(on_progress))).await;
-            ended.done.store(true, Ordering::Relaxed);
-            r
-        };
-        let heartbeat = self.heartbeat(job, shared.clone());
-        let (result, lost) = tokio::join!(analysis, heartbeat);
-        if lost {
-            warn!(job = %job.id, "lease lost: stopped");
-            return Ok(None);
-        }
-        let result = result.map_err(|e| format!("the analysis stopped: {e}"))?;
+        let result = tokio::task::spawn_blocking(move || retail_runtime::analyze_files(&req, Some(on_progress)))
+            .await
+            .map_err(|e| format!("the analysis stopped: {e}"))?;
         let summary = match result {
             Ok(mut per_file) => per_file.pop().ok_or("no result")?,
             Err(e) => Err(e),
@@ -126,9 +124,14 @@ impl JobWorker {
         // Messages name the upload's file, not the scratch path.
         let summary = summary.map_err(|e| e.to_string().replace(&input.display().to_string(), &upload.filename))?;
         self.store_results(job, upload.expires_us, &out).await?;
+        // Deleted while it was analysed: its results go too.
+        if self.storage.upload(&job.org_id, &job.upload_id).await.is_err() {
+            self.drop_results(job, "its upload was deleted during the analysis").await?;
+            return Err("the upload was deleted during the analysis".into());
+        }
         let processed_ms = (summary.duration_s * 1000.0).round() as i64;
         let charge = (summary.duration_s / 60.0 * self.milli_per_minute as f64).ceil() as i64;
-        Ok(Some(JobOutcome::Succeeded { processed_ms, charge }))
+        Ok(JobOutcome::Succeeded { processed_ms, charge })
     }
 
     /// Renews the lease until the analysis ends; `true` if the lease was lost.
@@ -156,8 +159,10 @@ impl JobWorker {
         }
     }
 
-    /// Stores each output file as a result object of the job.
+    /// Stores each output file as a result object of the job, streamed (an annotated video
+    /// can be large); results of an earlier attempt are replaced.
     async fn store_results(&self, job: &Job, expires_us: i64, out: &Path) -> Result<(), String> {
+        self.drop_results(job, "replaced by a later run of its job").await?;
         let files = [
             ("summary.json", out.join("summary.json")),
             ("events.jsonl", out.join("events.jsonl")),
@@ -166,12 +171,34 @@ impl JobWorker {
             ("annotated.mp4", out.join("annotated.mp4")),
         ];
         for (name, path) in files {
-            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(mut file) = std::fs::File::open(&path) else { continue };
             let key = format!("{}/results/{}/{name}", job.org_id, job.id);
-            self.storage
-                .put(&job.org_id, &key, RetentionClass::Result, &job.id, expires_us, &bytes)
+            let failed = |e: String| format!("storing {name}: {e}");
+            let mut w = self
+                .storage
+                .create(&job.org_id, &key, RetentionClass::Result, &job.id, expires_us)
                 .await
-                .map_err(|e| format!("storing {name}: {e}"))?;
+                .map_err(|e| failed(e.to_string()))?;
+            let mut buf = vec![0u8; 1024 * 1024];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| failed(e.to_string()))?;
+                if n == 0 {
+                    break;
+                }
+                if let Err(e) = w.write(&buf[..n]).await {
+                    let _ = w.abort().await;
+                    return Err(failed(e.to_string()));
+                }
+            }
+            w.finish().await.map_err(|e| failed(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn drop_results(&self, job: &Job, reason: &str) -> Result<(), String> {
+        let old = self.storage.objects_of(&job.org_id, &job.id).await.map_err(|e| e.to_string())?;
+        for o in &old {
+            self.storage.delete(o, reason).await.map_err(|e| e.to_string())?;
         }
         Ok(())
     }
@@ -180,4 +207,64 @@ impl JobWorker {
 fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Job workers on a thread of their own, for `retail-ai worker` (whose main loop is not async).
+pub struct JobThread {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl JobThread {
+    /// Starts `server.job-workers` workers when `server.database-url` names the platform's
+    /// database; a shared database needs the shared master key, so it must be set.
+    pub fn start(config: &Config) -> anyhow::Result<Option<Self>> {
+        let s = &config.server;
+        if s.database_url.is_none() || s.job_workers == 0 {
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            s.master_key.is_some(),
+            "server.master-key must be set to take jobs from a shared database (the one the API servers use)"
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let storage = runtime.block_on(crate::serve::open_storage(s))?;
+        let scratch = s.data_dir.join("worker-scratch");
+        let _ = std::fs::remove_dir_all(&scratch);
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = workers(&storage, config, &scratch);
+        info!(workers = workers.len(), "taking analysis jobs");
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new().name("jobs".into()).spawn(move || {
+            runtime.block_on(async move {
+                let running: Vec<_> = workers.into_iter().map(|w| tokio::spawn(w.run(flag.clone()))).collect();
+                for r in running {
+                    let _ = r.await;
+                }
+            });
+        })?;
+        Ok(Some(JobThread { stop, handle }))
+    }
+
+    /// Stops taking jobs; a job in progress is left to its lease (another worker takes it).
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        drop(self.handle);
+    }
+}
+
+/// The `server.job-workers` workers of this process.
+pub fn workers(storage: &Storage, config: &Config, scratch: &Path) -> Vec<JobWorker> {
+    let s = &config.server;
+    let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "worker".into(), |h| h.trim().to_owned());
+    (0..s.job_workers)
+        .map(|i| JobWorker {
+            storage: storage.clone(),
+            analysis: config.clone(),
+            scratch: scratch.to_owned(),
+            name: format!("{host}-{}-{i}", std::process::id()),
+            lease: Duration::from_secs(s.job_lease_s),
+            milli_per_minute: (s.credits_per_minute * 1000.0).round() as i64,
+        })
+        .collect()
 }

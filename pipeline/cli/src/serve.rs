@@ -73,7 +73,7 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The metadata database and the encrypted object store of `s`.
-async fn open_storage(s: &ServerSettings) -> anyhow::Result<retail_store::Storage> {
+pub(crate) async fn open_storage(s: &ServerSettings) -> anyhow::Result<retail_store::Storage> {
     private_dir(&s.data_dir).with_context(|| "server.data-dir".to_owned())?;
     let database_url = match &s.database_url {
         Some(url) => url.clone(),
@@ -120,15 +120,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     tokio::spawn(housekeeping_every(storage.clone(), s.clone()));
     let stop = Arc::new(AtomicBool::new(false));
-    for i in 0..s.job_workers {
-        let worker = crate::jobs::JobWorker {
-            storage: storage.clone(),
-            analysis: config.clone(),
-            scratch: scratch_dir.join("jobs"),
-            name: format!("{}-{}-{i}", hostname(), std::process::id()),
-            lease: Duration::from_secs(s.job_lease_s),
-            milli_per_minute: api.milli_per_minute,
-        };
+    for worker in crate::jobs::workers(&storage, &config, &scratch_dir.join("jobs")) {
         tokio::spawn(worker.run(stop.clone()));
     }
     let state = retail_api::AppState::new(storage, api).map_err(|e| anyhow::anyhow!("{}", e.message))?;
@@ -154,10 +146,6 @@ async fn housekeeping_every(storage: retail_store::Storage, s: ServerSettings) {
     }
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname").map_or_else(|_| "worker".into(), |h| h.trim().to_owned())
-}
-
 async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -175,15 +163,21 @@ async fn shutdown_signal() {
 
 /// A secret kept in `path` (made by `make`, written with mode 0600, on first use).
 fn generated_secret(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<Secret> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let text = text.trim().to_owned();
-        anyhow::ensure!(text.len() >= 32, "{} holds a secret shorter than 32 bytes", path.display());
-        return Ok(Secret::new(text));
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let text = text.trim().to_owned();
+            anyhow::ensure!(text.len() >= 32, "{} holds a secret shorter than 32 bytes", path.display());
+            return Ok(Secret::new(text));
+        }
+        // Only a missing file is made anew: any other failure must not replace a key that
+        // still seals data.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     }
     let dir = path.parent().context("secret path without a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let secret = make();
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -197,7 +191,16 @@ fn generated_secret(path: &Path, make: impl FnOnce() -> String) -> anyhow::Resul
         f.write_all(secret.as_bytes())?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    // A hard link fails if another process made the file meanwhile: then theirs is kept.
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = linked {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            return Ok(Secret::new(text.trim()));
+        }
+        return Err(anyhow::anyhow!("cannot write {}: {e}", path.display()));
+    }
     warn!(path = %path.display(), "generated a secret; set it in the config or environment when running more than one server");
     Ok(Secret::new(secret))
 }

@@ -1,6 +1,8 @@
 //! `retail-ai worker`: live cameras from the config on the runtime's [`Worker`], with
 //! `/metrics`, `/healthz` and `/readyz` on one HTTP address, the config reloaded on SIGHUP
-//! and a clean stop (every stream finished, events delivered) on SIGTERM or Ctrl-C.
+//! and a clean stop (every stream finished, events delivered) on SIGTERM or Ctrl-C. With
+//! the platform's database in `[server]` it also takes analysis jobs: one kind of worker
+//! for cameras and uploads.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -47,6 +49,7 @@ pub fn run(config_path: &Path, addr: SocketAddr) -> anyhow::Result<Vec<(String, 
     }
     let signals = signals()?;
     let config = Config::load(Some(config_path))?;
+    let jobs = crate::jobs::JobThread::start(&config)?;
     let mut worker = Worker::start(config)?;
     info!(cameras = worker.cameras().len(), "worker started");
     let mut exporter = Exporter::default();
@@ -68,6 +71,9 @@ pub fn run(config_path: &Path, addr: SocketAddr) -> anyhow::Result<Vec<(String, 
     }
     shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).ready = false;
     info!("stopping: finishing every camera's stream");
+    if let Some(jobs) = jobs {
+        jobs.stop();
+    }
     Ok(worker.shutdown())
 }
 

@@ -6,11 +6,16 @@
 //! from any offset:
 //!
 //! ```text
-//! header: "RAIAE1\0\0" | chunk size (u32 BE) | nonce prefix (7) | key-id length (1) | key id
+//! header: "RAIAE1\0\0" | chunk size (u32 BE) | salt (16) | nonce prefix (7) | key-id length (1) | key id
+//! key:    HKDF-SHA256(data key, salt, "retail-ai object key v1"): one key per object
 //! chunk:  AES-256-GCM(plaintext ≤ chunk size) | tag (16)
 //! nonce:  prefix (7) | chunk index (u32 BE) | 1 on the last chunk, else 0
 //! aad:    header | object name
 //! ```
+//!
+//! Each object has its own key, so nonces need only be unique within an object (the chunk
+//! index sees to that) and a data key can seal any number of objects; with random nonces
+//! under one key the safe number would be a few thousand.
 //!
 //! The index in the nonce stops chunks being reordered, the last-chunk flag stops an object
 //! being cut at a chunk boundary, and the object name in the AAD stops chunks or headers
@@ -18,6 +23,7 @@
 
 use base64::Engine;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::StoreError;
@@ -28,6 +34,9 @@ pub(crate) const TAG_LEN: usize = 16;
 /// each chunk costs 16 bytes of tag.
 pub const CHUNK_SIZE: usize = 256 * 1024;
 const PREFIX_LEN: usize = 7;
+const SALT_LEN: usize = 16;
+/// Bytes before the key id: magic, chunk size, salt, prefix, key-id length.
+const FIXED_LEN: usize = 8 + 4 + SALT_LEN + PREFIX_LEN + 1;
 
 fn random<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
@@ -98,7 +107,8 @@ impl MasterKey {
         let nonce = Nonce::try_assume_unique_for_key(&bytes[..NONCE_LEN]).map_err(|_| bad())?;
         let plain =
             self.key.open_in_place(nonce, Aad::from(label.as_bytes()), &mut bytes[NONCE_LEN..]).map_err(|_| bad())?;
-        Ok(DataKey { key: aes_key(plain) })
+        let bytes: [u8; 32] = plain.try_into().map_err(|_| bad())?;
+        Ok(DataKey { bytes })
     }
 }
 
@@ -109,7 +119,7 @@ pub(crate) fn new_data_key_bytes() -> [u8; 32] {
 
 /// An organisation's data key, unwrapped, in memory only.
 pub struct DataKey {
-    key: LessSafeKey,
+    bytes: [u8; 32],
 }
 
 impl std::fmt::Debug for DataKey {
@@ -120,7 +130,14 @@ impl std::fmt::Debug for DataKey {
 
 impl DataKey {
     pub(crate) fn from_bytes(bytes: &[u8; 32]) -> Self {
-        DataKey { key: aes_key(bytes) }
+        DataKey { bytes: *bytes }
+    }
+
+    /// The key of the object whose header holds `salt`.
+    fn object_key(&self, salt: &[u8; SALT_LEN]) -> LessSafeKey {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(&self.bytes);
+        let okm = prk.expand(&[b"retail-ai object key v1"], &AES_256_GCM).expect("32 bytes from HKDF-SHA256");
+        LessSafeKey::new(UnboundKey::from(okm))
     }
 }
 
@@ -128,18 +145,25 @@ impl DataKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     pub chunk_size: usize,
+    salt: [u8; SALT_LEN],
     prefix: [u8; PREFIX_LEN],
     pub key_id: String,
 }
 
 impl Header {
     fn new(key_id: &str) -> Self {
-        Header { chunk_size: CHUNK_SIZE, prefix: random::<PREFIX_LEN>(), key_id: key_id.to_owned() }
+        Header {
+            chunk_size: CHUNK_SIZE,
+            salt: random::<SALT_LEN>(),
+            prefix: random::<PREFIX_LEN>(),
+            key_id: key_id.to_owned(),
+        }
     }
 
     fn to_bytes(&self) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&(self.chunk_size as u32).to_be_bytes());
+        out.extend_from_slice(&self.salt);
         out.extend_from_slice(&self.prefix);
         out.push(self.key_id.len() as u8);
         out.extend_from_slice(self.key_id.as_bytes());
@@ -147,30 +171,32 @@ impl Header {
     }
 
     /// The header's length in bytes.
-    pub fn len(&self) -> usize {
-        MAGIC.len() + 4 + PREFIX_LEN + 1 + self.key_id.len()
+    pub fn byte_len(&self) -> usize {
+        FIXED_LEN + self.key_id.len()
     }
 
     /// The longest header there is: read this much to parse one.
-    pub const MAX_LEN: usize = 8 + 4 + PREFIX_LEN + 1 + 255;
+    pub const MAX_LEN: usize = FIXED_LEN + 255;
 
     /// Parses the start of an object; `object` names it in errors.
     pub fn parse(bytes: &[u8], object: &str) -> Result<Self, StoreError> {
         let bad = |why: &str| StoreError::Crypto(format!("{object}: {why}"));
-        let fixed = MAGIC.len() + 4 + PREFIX_LEN + 1;
+        let fixed = FIXED_LEN;
         if bytes.len() < fixed || &bytes[..MAGIC.len()] != MAGIC {
             return Err(bad("not an encrypted object (bad header)"));
         }
         let chunk_size = u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+        let mut salt = [0u8; SALT_LEN];
+        salt.copy_from_slice(&bytes[12..12 + SALT_LEN]);
         let mut prefix = [0u8; PREFIX_LEN];
-        prefix.copy_from_slice(&bytes[12..12 + PREFIX_LEN]);
+        prefix.copy_from_slice(&bytes[12 + SALT_LEN..12 + SALT_LEN + PREFIX_LEN]);
         let id_len = bytes[fixed - 1] as usize;
         let id = bytes.get(fixed..fixed + id_len).ok_or_else(|| bad("header cut short"))?;
         let key_id = std::str::from_utf8(id).map_err(|_| bad("key id is not text"))?.to_owned();
         if chunk_size == 0 || chunk_size > 64 * 1024 * 1024 {
             return Err(bad("implausible chunk size"));
         }
-        Ok(Header { chunk_size, prefix, key_id })
+        Ok(Header { chunk_size, salt, prefix, key_id })
     }
 
     fn nonce(&self, index: u64, last: bool) -> Result<Nonce, StoreError> {
@@ -185,12 +211,12 @@ impl Header {
     /// Ciphertext bytes of an object holding `plain` bytes.
     pub fn sealed_len(&self, plain: u64) -> u64 {
         let chunks = plain.div_ceil(self.chunk_size as u64).max(1);
-        self.len() as u64 + plain + chunks * TAG_LEN as u64
+        self.byte_len() as u64 + plain + chunks * TAG_LEN as u64
     }
 
     /// Plaintext bytes of an object of `sealed` bytes, or `None` if no plaintext has that size.
     pub fn plain_len(&self, sealed: u64) -> Option<u64> {
-        let body = sealed.checked_sub(self.len() as u64)?;
+        let body = sealed.checked_sub(self.byte_len() as u64)?;
         let full = (self.chunk_size + TAG_LEN) as u64;
         let chunks = body.div_ceil(full).max(1);
         let plain = body.checked_sub(chunks * TAG_LEN as u64)?;
@@ -200,7 +226,7 @@ impl Header {
 
 /// Encrypts a stream: push plaintext in, take sealed bytes out, then `finish`.
 pub struct Sealer {
-    key: DataKey,
+    key: LessSafeKey,
     header: Header,
     aad: Vec<u8>,
     index: u64,
@@ -214,7 +240,13 @@ impl Sealer {
         let mut aad = header.to_bytes();
         out.extend_from_slice(&aad);
         aad.extend_from_slice(object.as_bytes());
-        Sealer { key, header, aad, index: 0, pending: Vec::with_capacity(CHUNK_SIZE + TAG_LEN) }
+        Sealer {
+            key: key.object_key(&header.salt),
+            header,
+            aad,
+            index: 0,
+            pending: Vec::with_capacity(CHUNK_SIZE + TAG_LEN),
+        }
     }
 
     /// Adds plaintext; whole chunks are sealed into `out` once more data follows them (the
@@ -241,7 +273,6 @@ impl Sealer {
         let nonce = self.header.nonce(self.index, last)?;
         let tag = self
             .key
-            .key
             .seal_in_place_separate_tag(nonce, Aad::from(&self.aad), &mut self.pending)
             .map_err(|_| StoreError::Crypto("sealing failed".into()))?;
         out.extend_from_slice(&self.pending);
@@ -254,7 +285,7 @@ impl Sealer {
 
 /// Decrypts the chunks of one object, in any order.
 pub struct Opener {
-    key: DataKey,
+    key: LessSafeKey,
     header: Header,
     aad: Vec<u8>,
     plain: u64,
@@ -271,7 +302,7 @@ impl Opener {
         let chunks = plain.div_ceil(header.chunk_size as u64).max(1);
         let mut aad = header.to_bytes();
         aad.extend_from_slice(object.as_bytes());
-        Ok(Opener { key, header, aad, plain, chunks, object: object.to_owned() })
+        Ok(Opener { key: key.object_key(&header.salt), header, aad, plain, chunks, object: object.to_owned() })
     }
 
     pub fn chunks(&self) -> u64 {
@@ -289,7 +320,7 @@ impl Opener {
     /// Byte range of chunk `index` in the sealed object.
     pub fn chunk_range(&self, index: u64) -> std::ops::Range<u64> {
         let full = (self.header.chunk_size + TAG_LEN) as u64;
-        let start = self.header.len() as u64 + index * full;
+        let start = self.header.byte_len() as u64 + index * full;
         start..(start + full).min(self.header.sealed_len(self.plain))
     }
 
@@ -300,7 +331,7 @@ impl Opener {
             return Err(StoreError::Crypto(format!("{}: chunk {index} is cut short", self.object)));
         }
         let nonce = self.header.nonce(index, index + 1 == self.chunks)?;
-        self.key.key.open_in_place(nonce, Aad::from(&self.aad), sealed).map_err(|_| {
+        self.key.open_in_place(nonce, Aad::from(&self.aad), sealed).map_err(|_| {
             StoreError::Crypto(format!("{}: chunk {index} fails authentication (tampered or damaged)", self.object))
         })
     }
@@ -360,7 +391,7 @@ mod tests {
         }
         // Cut at a chunk boundary: the new last chunk was not sealed as the last.
         let header = Header::parse(&sealed, "a").unwrap();
-        let cut = header.len() + 2 * (CHUNK_SIZE + TAG_LEN);
+        let cut = header.byte_len() + 2 * (CHUNK_SIZE + TAG_LEN);
         let err = open_all(&key, "a", &sealed[..cut]).unwrap_err();
         assert!(err.to_string().contains("fails authentication"), "{err}");
         assert!(open_all(&key, "b", &sealed).is_err(), "an object renamed still opened");

@@ -271,8 +271,10 @@ impl Db {
     /// Ends `worker`'s job and settles its credits; `false` if the job was no longer its own.
     pub async fn finish_job(&self, job: &Job, worker: &str, outcome: &JobOutcome) -> Result<bool, StoreError> {
         let (state, reason, processed, charge) = match outcome {
+            // The minutes processed are charged even beyond the reservation (a container can
+            // understate its duration): the excess is taken, overdrawing if need be.
             JobOutcome::Succeeded { processed_ms, charge } => {
-                ("succeeded", None, Some(*processed_ms), (*charge).clamp(0, job.reserved))
+                ("succeeded", None, Some(*processed_ms), (*charge).max(0))
             }
             JobOutcome::Failed { reason } => ("failed", Some(reason.as_str()), None, 0),
         };
@@ -295,7 +297,7 @@ impl Db {
         }
         let why = match outcome {
             JobOutcome::Succeeded { processed_ms, .. } => format!(
-                "job {} analysed {:.2} min: charged {} of {} reserved",
+                "job {} analysed {:.2} min: charged {} ({} reserved)",
                 job.id,
                 *processed_ms as f64 / 60_000.0,
                 credits(charge),
@@ -303,7 +305,20 @@ impl Db {
             ),
             JobOutcome::Failed { .. } => format!("job {} failed: refunded", job.id),
         };
-        self.refund(&job.org_id, &job.id, job.reserved - charge, &why).await?;
+        if charge <= job.reserved {
+            self.refund(&job.org_id, &job.id, job.reserved - charge, &why).await?;
+        } else {
+            self.move_credits(&Movement {
+                org_id: &job.org_id,
+                kind: "charge",
+                amount: job.reserved - charge,
+                job_id: Some(&job.id),
+                actor: "system",
+                reason: &why,
+                may_overdraw: true,
+            })
+            .await?;
+        }
         Ok(true)
     }
 }

@@ -359,14 +359,16 @@ impl Storage {
         Ok(())
     }
 
-    /// Objects whose expiry has passed, oldest first, at most `limit`.
-    pub async fn expired(&self, limit: i64) -> Result<Vec<StoredObject>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM objects WHERE expires_us <= $1 ORDER BY expires_us, key LIMIT $2")
-            .bind(self.db.now_us())
-            .bind(limit)
-            .fetch_all(&self.db.pool)
-            .await
-            .map_err(db_err("list expired objects"))?;
+    /// Objects whose expiry has passed, oldest first, at most `limit` after the first `skip`.
+    pub async fn expired(&self, limit: i64, skip: i64) -> Result<Vec<StoredObject>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM objects WHERE expires_us <= $1 ORDER BY expires_us, key LIMIT $2 OFFSET $3")
+                .bind(self.db.now_us())
+                .bind(limit)
+                .bind(skip)
+                .fetch_all(&self.db.pool)
+                .await
+                .map_err(db_err("list expired objects"))?;
         rows.iter().map(object_from).collect()
     }
 
@@ -484,13 +486,20 @@ impl ObjectWriter {
         self.write.write(&self.out);
         let url = self.storage.url().to_owned();
         self.write.finish().await.map_err(store_err(&url))?;
-        self.storage.store.sync_location(&self.storage.store.path(&self.key)).map_err(lake_err)?;
-        sqlx::query("UPDATE objects SET bytes = $1 WHERE key = $2")
+        let location = self.storage.store.path(&self.key);
+        self.storage.store.sync_location(&location).map_err(lake_err)?;
+        let recorded = sqlx::query("UPDATE objects SET bytes = $1 WHERE key = $2")
             .bind(self.plain as i64)
             .bind(&self.key)
             .execute(&self.storage.db.pool)
             .await
             .map_err(db_err("record object size"))?;
+        if recorded.rows_affected() != 1 {
+            // Deleted while it was written (its upload deleted or purged): no bytes may stay
+            // without a row, or no purge would ever find them.
+            let _ = self.storage.store.object_store().delete(&location).await;
+            return Err(StoreError::NotFound { what: "object", id: self.key });
+        }
         Ok(self.plain)
     }
 

@@ -428,17 +428,33 @@ impl Storage {
                 row.try_get("state").map_err(&get)?,
             );
             let reason = if state == "ready" { "retention expired" } else { "upload never completed" };
-            report.objects += self.delete_upload(&org, &id, reason).await?;
-            report.uploads += 1;
+            // One failure must not hold back the rest: it is logged and retried next time.
+            match self.delete_upload(&org, &id, reason).await {
+                Ok(n) => {
+                    report.objects += n;
+                    report.uploads += 1;
+                }
+                Err(e) => {
+                    tracing::error!(org = %org, upload = %id, error = %e, "purge of an upload failed");
+                    report.failed += 1;
+                }
+            }
         }
+        let mut offset = 0;
         loop {
-            let batch = self.expired(500).await?;
+            let batch = self.expired(500, offset).await?;
             if batch.is_empty() {
                 break;
             }
             for object in &batch {
-                self.delete(object, "retention expired").await?;
-                report.objects += 1;
+                match self.delete(object, "retention expired").await {
+                    Ok(()) => report.objects += 1,
+                    Err(e) => {
+                        tracing::error!(object = %object.key, error = %e, "purge of an object failed");
+                        report.failed += 1;
+                        offset += 1;
+                    }
+                }
             }
         }
         tracing::info!(uploads = report.uploads, objects = report.objects, "purge done");
@@ -451,6 +467,8 @@ impl Storage {
 pub struct PurgeReport {
     pub uploads: usize,
     pub objects: usize,
+    /// Deletions that failed (logged; tried again at the next purge).
+    pub failed: usize,
 }
 
 /// An upload's plaintext, part after part.
@@ -465,10 +483,10 @@ impl UploadReader {
     /// The next plaintext bytes, or `None` at the end.
     pub async fn next(&mut self) -> Result<Option<Bytes>, StoreError> {
         loop {
-            if let Some(reader) = &mut self.current {
-                if let Some(b) = reader.next().await? {
-                    return Ok(Some(b));
-                }
+            if let Some(reader) = &mut self.current
+                && let Some(b) = reader.next().await?
+            {
+                return Ok(Some(b));
             }
             let Some(key) = self.keys.pop_front() else { return Ok(None) };
             self.current = Some(self.storage.reader(&self.org_id, &key).await?);

@@ -91,7 +91,7 @@ async fn jobs_body(db: Db, clock: Arc<ManualClock>) {
     let ledger = db.ledger(&a, 1000).await.unwrap();
     assert_eq!(ledger.len(), 1 + 10 + 10);
     assert!(ledger.iter().all(|e| e.balance_after >= 0));
-    assert!(ledger[0].reason.contains("charged 0.4 of 1 reserved"), "{:?}", ledger[0]);
+    assert!(ledger[0].reason.contains("charged 0.4 (1 reserved)"), "{:?}", ledger[0]);
     let done = db.job(&a, &queued[0].id).await.unwrap();
     assert_eq!((done.state, done.charged, done.attempts), (JobState::Succeeded, Some(400), 1));
 
@@ -124,6 +124,16 @@ async fn jobs_body(db: Db, clock: Arc<ManualClock>) {
     assert_eq!(db.balance(&a).await.unwrap(), 6_000);
     let err = db.queue_job(&job(&a, 6_001)).await.unwrap_err();
     assert!(err.to_string().contains("this needs 6.001, the balance is 6"), "{err}");
+
+    // A video longer than its container said is charged all it took, beyond the reservation.
+    let j = db.queue_job(&job(&a, 1_000)).await.unwrap();
+    let c = db.claim_job("w", 10_000_000).await.unwrap().unwrap();
+    let long = JobOutcome::Succeeded { processed_ms: 300_000, charge: 5_000 };
+    assert!(db.finish_job(&c, "w", &long).await.unwrap());
+    assert_eq!(db.job(&a, &j.id).await.unwrap().charged, Some(5_000));
+    assert_eq!(db.balance(&a).await.unwrap(), 1_000);
+    assert_eq!(db.ledger(&a, 1).await.unwrap()[0].kind, "charge");
+    assert_eq!(db.ledger_sum(&a).await.unwrap(), 1_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

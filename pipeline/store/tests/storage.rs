@@ -20,7 +20,7 @@ fn footage() -> Vec<u8> {
     let mut v = b"\0\0\0\x20ftypisom\0\0\x02\0isomiso2avc1mp41".to_vec();
     let mut x: u32 = 1;
     while v.len() < 9 * 1024 * 1024 + 12_345 {
-        if v.len() % 4096 == 0 {
+        if v.len().is_multiple_of(4096) {
             v.extend_from_slice(b"PLAINTEXT-MARKER");
         }
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
@@ -181,6 +181,15 @@ async fn storage_body(db: Db, clock: Arc<ManualClock>, url: &str, s3: &S3Setting
     storage.delete_upload(&b, &now.id, "deleted on request by usr_x").await.unwrap();
     assert_eq!(raw_keys(&storage).await.len(), 2);
     assert_eq!(storage.purge_log(&b, 10).await.unwrap()[0].reason, "deleted on request by usr_x");
+
+    // An object deleted while it is written (its upload deleted, or purged) leaves no bytes.
+    let key = format!("{a}/results/job_x/summary.json");
+    let mut w = storage.create(&a, &key, RetentionClass::Result, "job_x", year7).await.unwrap();
+    w.write(&data[..300_000]).await.unwrap();
+    let object = storage.object(&a, &key).await.unwrap();
+    storage.delete(&object, "deleted on request by usr_x").await.unwrap();
+    assert!(w.finish().await.is_err(), "a deleted object was completed");
+    assert_eq!(raw_keys(&storage).await.len(), 2, "bytes without a row");
 
     // Storage is metered once a day per class from the objects' tags (billing records free here).
     let rate = |c: RetentionClass| if c == RetentionClass::Billing { 0.0 } else { 1000.0 };
