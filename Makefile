@@ -43,6 +43,7 @@ bench: build test-services
 	$(CARGO_TARGET_DIR)/debug/live --cameras 2,4,6,8 --seconds 20
 	$(CARGO_TARGET_DIR)/debug/lake --events 20000 --reps 3
 	$(CARGO_TARGET_DIR)/debug/soak --events 1000000
+	$(CARGO_TARGET_DIR)/debug/platform --mib 256 --reps 3 --upload-mib 2048
 
 clean:
 	rm -rf results bin

@@ -482,8 +482,10 @@ fn two_workers_in_a_group_share_four_cameras_and_the_survivor_takes_over_after_k
     let took = killed.elapsed();
     eprintln!("all 4 cameras live on the survivor {took:?} after kill -9 (session timeout {session_s} s)");
     // The broker notices the dead member after the session timeout; the survivor then needs a
-    // tick (1 s) and a connection (about 1 s) per camera, started together.
-    assert!(took <= Duration::from_secs(session_s + 8), "take-over took {took:?}");
+    // rebalance, a tick (1 s) and a connection (about 1 s) per camera, started together:
+    // 10-13 s here when idle, 14.1 s once on a machine busy compiling. Without the session
+    // timeout doing its work it would be the 300 s poll interval.
+    assert!(took <= Duration::from_secs(session_s + 14), "take-over took {took:?}");
 
     signal(a.id(), "-TERM");
     assert!(a.wait().unwrap().success());

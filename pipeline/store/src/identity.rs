@@ -410,22 +410,38 @@ impl Db {
 
     /// The key whose secret this is, if it exists and is not revoked; notes its use.
     pub async fn authenticate_key(&self, secret: &str) -> Result<Option<KeyPrincipal>, StoreError> {
+        let failed = db_err("authenticate api key");
         let row = sqlx::query(
-            "UPDATE api_keys SET last_used_us = $1 WHERE secret_sha256 = $2 AND revoked_us IS NULL RETURNING id, org_id, role",
+            "SELECT id, org_id, role, last_used_us FROM api_keys WHERE secret_sha256 = $1 AND revoked_us IS NULL",
         )
-        .bind(self.now_us())
         .bind(sha256_hex(secret))
         .fetch_optional(&self.pool)
         .await
-        .map_err(db_err("authenticate api key"))?;
+        .map_err(&failed)?;
         let Some(row) = row else { return Ok(None) };
-        Ok(Some(KeyPrincipal {
-            key_id: row.try_get("id").map_err(db_err("authenticate api key"))?,
-            org_id: row.try_get("org_id").map_err(db_err("authenticate api key"))?,
+        let key = KeyPrincipal {
+            key_id: row.try_get("id").map_err(&failed)?,
+            org_id: row.try_get("org_id").map_err(&failed)?,
             role: role_of(&row, "role")?,
-        }))
+        };
+        // Last use to the minute: a write on every request would queue every request of
+        // every key behind one another on SQLite's single writer.
+        let last: Option<i64> = row.try_get("last_used_us").map_err(&failed)?;
+        let now = self.now_us();
+        if last.is_none_or(|t| now - t >= LAST_USED_GRANULARITY_US) {
+            sqlx::query("UPDATE api_keys SET last_used_us = $1 WHERE id = $2")
+                .bind(now)
+                .bind(&key.key_id)
+                .execute(&self.pool)
+                .await
+                .map_err(&failed)?;
+        }
+        Ok(Some(key))
     }
 }
+
+/// How fresh an API key's last-used time is kept.
+const LAST_USED_GRANULARITY_US: i64 = 60 * 1_000_000;
 
 /// argon2id takes tens of milliseconds of CPU on purpose: off the async threads.
 async fn hash_blocking(password: String) -> Result<String, StoreError> {
