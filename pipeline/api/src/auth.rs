@@ -30,7 +30,7 @@ impl Caller {
         if self.role.can(action) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!("a {} cannot {}", self.role.as_str(), action.as_str())))
+            Err(ApiError::forbidden(format!("{} cannot {}", with_article(self.role), action.as_str())))
         }
     }
 
@@ -38,6 +38,13 @@ impl Caller {
     pub fn actor(&self) -> String {
         self.user_id.clone().or_else(|| self.key_id.clone()).unwrap_or_default()
     }
+}
+
+/// "a viewer", "an admin".
+pub(crate) fn with_article(role: Role) -> String {
+    let name = role.as_str();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {name}")
 }
 
 #[derive(Serialize, Deserialize)]

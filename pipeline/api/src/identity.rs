@@ -213,7 +213,11 @@ pub async fn add_user(
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     caller.require(Action::ManageAccess)?;
     if r.role > caller.role {
-        return Err(ApiError::forbidden(format!("a {} cannot make a {}", caller.role.as_str(), r.role.as_str())));
+        return Err(ApiError::forbidden(format!(
+            "{} cannot make {}",
+            crate::auth::with_article(caller.role),
+            crate::auth::with_article(r.role)
+        )));
     }
     let user = s.db.add_user(&caller.org_id, &r.name, &r.email, &r.password, r.role, r.adult).await?;
     Ok((StatusCode::CREATED, Json(user.into())))

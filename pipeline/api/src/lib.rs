@@ -11,6 +11,7 @@ mod identity;
 mod jobs;
 mod limit;
 mod request;
+mod rights;
 mod uploads;
 
 use std::net::SocketAddr;
@@ -146,6 +147,9 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(uploads::get_upload, uploads::append_upload, uploads::delete_upload))
         .routes(routes!(uploads::upload_content))
         .routes(routes!(uploads::purge_log))
+        .routes(routes!(uploads::set_retention))
+        .routes(routes!(rights::export))
+        .routes(routes!(rights::erase))
         .routes(routes!(jobs::create_job, jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::job_result))

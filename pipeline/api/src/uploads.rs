@@ -292,3 +292,24 @@ pub async fn purge_log(State(s): State<AppState>, caller: Caller) -> Result<Json
     caller.require(Action::ManageSettings)?;
     Ok(Json(s.storage.purge_log(&caller.org_id, 1000).await?.into_iter().map(PurgeView::from).collect()))
 }
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRequest {
+    /// Days uploads and their results are kept (1 to 3650); stored ones are moved to match.
+    upload_retention_days: i64,
+}
+
+/// Sets how long the organisation's uploads and results are kept.
+#[utoipa::path(put, path = "/v1/retention", tag = "uploads", request_body = RetentionRequest,
+    security(("api_key" = []), ("session" = [])),
+    responses((status = 200, body = crate::identity::OrgView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn set_retention(
+    State(s): State<AppState>,
+    caller: Caller,
+    Body(r): Body<RetentionRequest>,
+) -> Result<Json<crate::identity::OrgView>, ApiError> {
+    caller.require(Action::ManageSettings)?;
+    s.storage.set_upload_retention(&caller.org_id, r.upload_retention_days).await?;
+    Ok(Json(s.db.org(&caller.org_id).await?.into()))
+}

@@ -25,7 +25,7 @@ pub enum Action {
     ManageAccess,
     /// Change retention settings and read the ledger.
     ManageSettings,
-    /// Buy credits, transfer ownership.
+    /// Credits, and the owner's rights over the organisation: export and erasure.
     ManageBilling,
 }
 

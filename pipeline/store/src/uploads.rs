@@ -411,6 +411,42 @@ impl Storage {
         Ok(total)
     }
 
+    /// Sets how long the organisation's uploads and results are kept, and moves the expiry
+    /// of those already stored to match (counted from each upload's completion).
+    pub async fn set_upload_retention(&self, org_id: &str, days: i64) -> Result<(), StoreError> {
+        if !(1..=3650).contains(&days) {
+            return Err(StoreError::Invalid(format!("upload_retention_days: 1 to 3650 days, got {days}")));
+        }
+        let mut tx = self.db.pool.begin().await.map_err(db_err("set retention"))?;
+        let run = |sql: &'static str| sqlx::query(sql).bind(org_id);
+        run("UPDATE orgs SET upload_retention_days = $2 WHERE id = $1")
+            .bind(days)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("set retention"))?;
+        run("UPDATE uploads SET expires_us = completed_us + $2 WHERE org_id = $1 AND state = 'ready'")
+            .bind(days * DAY_US)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("set retention"))?;
+        // Parts and results take their upload's new expiry.
+        for sql in [
+            "UPDATE objects SET expires_us = (SELECT u.expires_us FROM uploads u WHERE u.id = objects.owner)
+             WHERE org_id = $1 AND class = 'upload'
+               AND owner IN (SELECT id FROM uploads WHERE org_id = $1 AND state = 'ready')",
+            "UPDATE objects SET expires_us = (SELECT u.expires_us FROM uploads u JOIN jobs j ON j.upload_id = u.id
+                                               WHERE j.id = objects.owner)
+             WHERE org_id = $1 AND class = 'result'
+               AND owner IN (SELECT j.id FROM jobs j JOIN uploads u ON u.id = j.upload_id
+                             WHERE j.org_id = $1 AND u.state = 'ready')",
+        ] {
+            run(sql).execute(&mut *tx).await.map_err(db_err("set retention"))?;
+        }
+        tx.commit().await.map_err(db_err("set retention"))?;
+        tracing::info!(org = %org_id, days, "upload retention changed");
+        Ok(())
+    }
+
     /// Deletes every expired upload and object (with its reason in the purge log).
     pub async fn purge(&self) -> Result<PurgeReport, StoreError> {
         let mut report = PurgeReport::default();

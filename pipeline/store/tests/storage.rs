@@ -92,6 +92,16 @@ async fn storage_body(db: Db, clock: Arc<ManualClock>, url: &str, s3: &S3Setting
     let ready = storage.complete_upload(&a, &up.id, info).await.unwrap();
     assert_eq!(ready.state, UploadState::Ready);
     assert_eq!(ready.expires_us, clock_now(&db) + 90 * DAY_US);
+    // The organisation's retention moves what is stored too; 90 days again for what follows.
+    let err = storage.set_upload_retention(&a, 0).await.unwrap_err();
+    assert!(err.to_string().contains("1 to 3650 days"), "{err}");
+    storage.set_upload_retention(&a, 30).await.unwrap();
+    assert_eq!(storage.upload(&a, &up.id).await.unwrap().expires_us, ready.completed_us.unwrap() + 30 * DAY_US);
+    let parts = storage.objects_of(&a, &up.id).await.unwrap();
+    assert!(parts.iter().all(|o| o.expires_us == ready.completed_us.unwrap() + 30 * DAY_US), "{parts:?}");
+    assert_eq!(storage.upload(&b, &up.id).await.map(|u| u.expires_us).ok(), None);
+    storage.set_upload_retention(&a, 90).await.unwrap();
+    assert_eq!(storage.upload(&a, &up.id).await.unwrap().expires_us, ready.expires_us);
 
     // What comes back is what went in; what lies in the store is not.
     let mut reader = storage.upload_reader(&a, &up.id).await.unwrap();
