@@ -116,6 +116,19 @@ impl Client {
         id
     }
 
+    /// Polls a job until it has succeeded or failed, for at most 300 s.
+    async fn finished(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let j = self.job(id).await;
+            if j["state"] == "succeeded" || j["state"] == "failed" {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "job {id} never ended: {j}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     async fn job(&self, id: &str) -> Value {
         let (s, v) = self.call("GET", &format!("/v1/jobs/{id}"), None).await;
         assert_eq!(s, StatusCode::OK, "{v}");
@@ -192,15 +205,7 @@ async fn a_job_survives_its_server_being_killed_and_matches_the_cli() {
     serve.kill();
     let mut serve = Serve::start(&config, &log);
     c.base = serve.base.clone();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let done = loop {
-        let j = c.job(&id).await;
-        if j["state"] == "succeeded" || j["state"] == "failed" {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "the job is stuck: {j}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let done = c.finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2, "{done}");
     let (q, st, f) = (
@@ -308,20 +313,43 @@ async fn a_separate_worker_takes_the_jobs_of_a_server_that_runs_none() {
         .stderr(std::fs::File::create(dir.path().join("worker.log")).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let done = loop {
-        let j = c.job(&id).await;
-        if j["state"] == "succeeded" || j["state"] == "failed" {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "the worker never finished the job: {j}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let _ = worker.kill();
-    let _ = worker.wait();
+    let done = c.finished(&id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 1, "{done}");
     let (s, summary) = c.call("GET", &format!("/v1/jobs/{id}/results/summary.json"), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(summary["frames"], 795, "{summary}");
+
+    // A video whose first frames decode (so the upload is accepted) but which stops half-way
+    // fails its own job, with the reason in the file's name, and is refunded whole.
+    let mkv = dir.path().join("plaza.mkv");
+    let made = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .arg("filesrc")
+        .arg(format!("location={}", retail_testkit::rtsp::h264_fixture(20).display()))
+        .args(["!", "qtdemux", "!", "h264parse", "!", "matroskamux", "!", "filesink"])
+        .arg(format!("location={}", mkv.display()))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let bytes = std::fs::read(&mkv).unwrap();
+    let half = dir.path().join("half.mkv");
+    std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
+    let bad_upload = c.upload(&half).await;
+    let (_, before) = c.call("GET", "/v1/credits", None).await;
+    let (s, job) = c.call("POST", "/v1/jobs", Some(json!({"upload_id": bad_upload, "config": job_config()}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let bad = job["id"].as_str().unwrap().to_owned();
+    let failed = c.finished(&bad).await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(failed["state"], "failed", "{failed}");
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("plaza.mp4: truncated video"), "{reason}");
+    assert!(!reason.contains("worker-scratch"), "the scratch path leaked: {reason}");
+    let (_, after) = c.call("GET", "/v1/credits", None).await;
+    assert_eq!(before["balance"], after["balance"], "the failed job was not refunded");
+    // The good job's results are untouched.
+    let (s, _) = c.call("GET", &format!("/v1/jobs/{id}/results/summary.json"), None).await;
+    assert_eq!(s, StatusCode::OK);
 }
