@@ -422,7 +422,9 @@ async fn uploads_body(server: &Server, analyst: &str, viewer: &str) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(offset, cut, "the bytes before the drop were not kept");
-    let (s, v, h) = patch(server, &analyst, &id, 0, video.clone()).await;
+    // Small bodies where the server answers without reading them: a large one could still be
+    // on its way when the connection closes, and the client would see a broken pipe instead.
+    let (s, v, h) = patch(server, &analyst, &id, 0, video[..100].to_vec()).await;
     assert_error(s, &v, StatusCode::CONFLICT, &format!("Upload-Offset: {cut}"));
     assert_eq!(h.get("upload-offset").unwrap().to_str().unwrap(), cut.to_string());
     let (s, v, _) = patch(server, &analyst, &id, cut, video[cut..].to_vec()).await;
@@ -449,7 +451,7 @@ async fn uploads_body(server: &Server, analyst: &str, viewer: &str) -> String {
     assert_eq!(good_objects.len(), 2, "{good_objects:?}");
 
     // Refused, each with its reason, and nothing of them stored.
-    let junk: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let junk: Vec<u8> = (0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     let truncated = video[..video.len() * 6 / 10].to_vec();
     for (name, bytes, status, words) in [
         ("junk.mp4", junk, StatusCode::UNSUPPORTED_MEDIA_TYPE, "junk.mp4: neither a video nor an image"),
