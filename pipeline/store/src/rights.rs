@@ -5,7 +5,6 @@
 //! failure left behind can no longer be read.
 
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::error::db_err;
 use crate::storage::RetentionClass;
@@ -65,9 +64,7 @@ impl Storage {
             .await
             .map_err(db_err("erase organisation"))?;
         for row in &rows {
-            let key: String = row.try_get("key").map_err(db_err("erase organisation"))?;
-            let object = self.object(org_id, &key).await?;
-            self.delete(&object, &reason).await?;
+            self.delete(&crate::storage::object_from(row)?, &reason).await?;
             done.objects += 1;
         }
         let mut tx = self.db.pool.begin().await.map_err(db_err("erase organisation"))?;

@@ -118,7 +118,7 @@ fn lake_err(e: retail_lake::LakeError) -> StoreError {
     StoreError::Objects { url: String::new(), message: e.to_string() }
 }
 
-fn object_from(row: &sqlx::any::AnyRow) -> Result<StoredObject, StoreError> {
+pub(crate) fn object_from(row: &sqlx::any::AnyRow) -> Result<StoredObject, StoreError> {
     let get = db_err("read object");
     let class: String = row.try_get("class").map_err(&get)?;
     Ok(StoredObject {
