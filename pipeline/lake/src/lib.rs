@@ -18,6 +18,7 @@ mod compact;
 mod error;
 mod parquet_io;
 pub mod query;
+mod retention;
 mod service;
 mod store;
 pub mod tables;
@@ -27,6 +28,7 @@ pub use aggregate::{MinuteAggregator, line_counts_schema, zone_occupancy_schema}
 pub use compact::{CompactStats, compact};
 pub use error::LakeError;
 pub use parquet_io::{read_parquet, write_parquet_atomic};
+pub use retention::{LakePurge, SEVEN_YEARS_DAYS, purge_expired};
 pub use service::{LakeConfig, LakeStats, StopWhen, run};
 pub use store::{LakeStore, S3Settings};
 pub use window::{ClosedWindow, Disposition, WindowKey, WindowedAggregator};

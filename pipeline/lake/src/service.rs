@@ -38,6 +38,10 @@ pub struct LakeConfig {
     /// Events older than this go to the dead-letter topic. Generous, because uploaded
     /// footage can be old; it keeps times like 0 or the ends of i64 out of the lake.
     pub max_age_days: u64,
+    /// Days the lake keeps a partition after its date (7 years: the privacy policy's term for
+    /// aggregated analytics); the aggregator deletes older ones on start and once a day.
+    /// Must be more than `max-age-days`.
+    pub retention_days: u64,
     /// Memory one `retail-ai query` may use for joins, sorts and aggregations.
     pub query_memory_mb: usize,
     /// Time one `retail-ai query` may run.
@@ -45,6 +49,17 @@ pub struct LakeConfig {
 }
 
 impl LakeConfig {
+    /// Cross-field rules.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.retention_days <= self.max_age_days {
+            return Err(format!(
+                "lake.retention-days ({}) must be more than lake.max-age-days ({}): events that old would be written and then purged",
+                self.retention_days, self.max_age_days
+            ));
+        }
+        Ok(())
+    }
+
     pub fn query_limits(&self) -> crate::query::QueryLimits {
         crate::query::QueryLimits {
             memory_bytes: self.query_memory_mb.saturating_mul(1 << 20),
@@ -64,6 +79,7 @@ impl Default for LakeConfig {
             batch_records: 1000,
             max_future_skew_s: 86_400,
             max_age_days: 5 * 366,
+            retention_days: crate::SEVEN_YEARS_DAYS,
             query_memory_mb: 1024,
             query_timeout_s: 120,
         }
@@ -96,6 +112,9 @@ const REMEMBER_WRITTEN_US: i64 = 10 * crate::MINUTE_US;
 /// How long a quiet stream's written windows stay in memory (processing time).
 const FORGET_QUIET_STREAM: Duration = Duration::from_secs(600);
 
+/// How often a running aggregator purges partitions past `lake.retention-days`.
+const PURGE_EVERY: Duration = Duration::from_secs(86_400);
+
 /// Runs the aggregator until `stop` says so.
 pub async fn run(
     config: &LakeConfig,
@@ -120,7 +139,14 @@ pub async fn run(
         past_us: config.max_age_days.saturating_mul(86_400_000_000),
     };
     info!(lake = store.url(), topic = %bus.topic, group = %config.group, "aggregating");
+    let mut purged_at: Option<Instant> = None;
     loop {
+        if purged_at.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
+            let today = chrono::Utc::now().date_naive();
+            let purge = crate::purge_expired(store, config.retention_days, today).await?;
+            info!(?purge, retention_days = config.retention_days, "lake retention applied");
+            purged_at = Some(Instant::now());
+        }
         let records = consumer.poll(config.batch_records.max(1), Duration::from_millis(500))?;
         let idle = last_record.elapsed();
         if !records.is_empty() {

@@ -177,6 +177,30 @@ async fn aggregate_query_and_recover(store: LakeStore) {
     assert!(matches!(err, LakeError::UnknownTenant { .. }), "{err}");
     let err = query(&store, "acme", "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/'").await.unwrap_err();
     assert!(err.to_string().contains("DDL"), "{err}");
+    retention_purges_whole_old_days(&store).await;
+}
+
+/// Seven years after the synthetic day (2026-11-27) its partitions go, every table's, and a
+/// later day's stay; a day before that, nothing goes.
+async fn retention_purges_whole_old_days(store: &LakeStore) {
+    let keep = retail_lake::SEVEN_YEARS_DAYS;
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+    let later = "line_counts/tenant=acme/date=2027-01-05/minute-0900-door.parquet";
+    let batch = retail_lake::tables::line_counts_batch(&synthetic()[..8]).unwrap();
+    store.put_parquet(later, &batch).await.unwrap();
+    let files = count_files(store).await;
+    let last_day_kept = day.checked_add_days(chrono::Days::new(keep)).unwrap();
+    let none = retail_lake::purge_expired(store, keep, last_day_kept).await.unwrap();
+    assert_eq!((none.files, count_files(store).await), (0, files), "{none:?}");
+
+    let next = last_day_kept.succ_opt().unwrap();
+    let purged = retail_lake::purge_expired(store, keep, next).await.unwrap();
+    assert_eq!(purged.files as usize, files - 1, "{purged:?}");
+    assert_eq!(purged.partitions, 2 * 3, "two tenants × events, line counts, occupancy: {purged:?}");
+    assert!(purged.bytes > 0);
+    assert_eq!(count_files(store).await, 1, "the later day was purged too");
+    let left = query(store, "acme", "SELECT count(*), min(date) FROM line_counts").await.unwrap();
+    assert_eq!(left[0].column(0).as_primitive::<Int64Type>().value(0), batch.num_rows() as i64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -423,6 +423,7 @@ impl Config {
         self.analytics_config().validate()?;
         self.live.validate()?;
         self.server.validate()?;
+        self.lake.validate()?;
         let mut ids = std::collections::BTreeSet::new();
         for cam in &self.cameras {
             if !ids.insert(&cam.id) {
@@ -601,6 +602,9 @@ mod tests {
         assert_eq!(worker.cameras.len(), 2);
         let lake = Config::load(Some(&dir.join("lake.toml"))).unwrap();
         assert!(lake.lake.url.starts_with("s3://"));
+        let platform = Config::load(Some(&dir.join("platform.toml"))).unwrap();
+        assert_eq!((platform.server.job_workers, platform.server.objects_url.as_deref()), (0, Some("s3://objects/")));
+        assert_eq!(worker.server.objects_url, platform.server.objects_url, "workers read what serve stores");
     }
 
     #[test]
@@ -608,5 +612,13 @@ mod tests {
         let f = write("[live]\nbackoff-min-s = 10\nbackoff-max-s = 1\n");
         let err = Config::load(Some(f.path())).unwrap_err().to_string();
         assert!(err.contains("live.backoff-min-s"), "{err}");
+    }
+
+    #[test]
+    fn lake_retention_must_outlast_the_oldest_accepted_event() {
+        assert_eq!(Config::default().lake.retention_days, 2557);
+        let f = write("[lake]\nmax-age-days = 400\nretention-days = 365\n");
+        let err = Config::load(Some(f.path())).unwrap_err().to_string();
+        assert!(err.contains("lake.retention-days (365)") && err.contains("lake.max-age-days (400)"), "{err}");
     }
 }

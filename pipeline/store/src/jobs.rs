@@ -5,11 +5,12 @@
 //! it ends: the processed minutes charged, the rest refunded.
 
 use serde::Serialize;
+use sqlx::AnyConnection;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::db_err;
-use crate::ledger::{Movement, credits};
+use crate::ledger::{Movement, credits, move_credits_on};
 use crate::{Db, StoreError, new_id};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -118,11 +119,14 @@ pub enum JobOutcome {
 }
 
 impl Db {
-    /// Reserves the credits and queues the job, or refuses it (402) and queues nothing.
+    /// Reserves the credits and queues the job, in one transaction, or refuses it (402)
+    /// and queues nothing.
     pub async fn queue_job(&self, j: &NewJob<'_>) -> Result<Job, StoreError> {
         let id = new_id("job");
         let reason = format!("reserved for job {id}");
-        self.move_credits(&Movement {
+        let now = self.now_us();
+        let mut tx = self.pool.begin().await.map_err(db_err("queue job"))?;
+        let reserve = Movement {
             org_id: j.org_id,
             kind: "reserve",
             amount: -j.reserve,
@@ -130,9 +134,9 @@ impl Db {
             actor: j.actor,
             reason: &reason,
             may_overdraw: false,
-        })
-        .await?;
-        let inserted = sqlx::query(
+        };
+        move_credits_on(&mut tx, &reserve, now).await?;
+        sqlx::query(
             "INSERT INTO jobs (id, org_id, upload_id, state, config, annotate, attempts, max_attempts, frames, reserved, created_by, queued_us)
              VALUES ($1, $2, $3, 'queued', $4, $5, 0, $6, 0, $7, $8, $9)",
         )
@@ -144,31 +148,12 @@ impl Db {
         .bind(j.max_attempts)
         .bind(j.reserve)
         .bind(j.actor)
-        .bind(self.now_us())
-        .execute(&self.pool)
-        .await;
-        if let Err(e) = inserted {
-            self.refund(j.org_id, &id, j.reserve, "job not queued").await?;
-            return Err(db_err("queue job")(e));
-        }
-        self.job(j.org_id, &id).await
-    }
-
-    async fn refund(&self, org_id: &str, job_id: &str, amount: i64, reason: &str) -> Result<(), StoreError> {
-        if amount == 0 {
-            return Ok(());
-        }
-        self.move_credits(&Movement {
-            org_id,
-            kind: "refund",
-            amount,
-            job_id: Some(job_id),
-            actor: "system",
-            reason,
-            may_overdraw: true,
-        })
+        .bind(now)
+        .execute(&mut *tx)
         .await
-        .map(|_| ())
+        .map_err(db_err("queue job"))?;
+        tx.commit().await.map_err(db_err("queue job"))?;
+        self.job(j.org_id, &id).await
     }
 
     pub async fn job(&self, org_id: &str, id: &str) -> Result<Job, StoreError> {
@@ -224,21 +209,27 @@ impl Db {
         row.as_ref().map(job_from).transpose()
     }
 
-    /// Fails running jobs whose lease ran out with no attempt left, refunding them.
+    /// Fails running jobs whose lease ran out with no attempt left, refunding them in the
+    /// same transaction.
     async fn fail_abandoned(&self) -> Result<(), StoreError> {
+        let now = self.now_us();
+        let mut tx = self.pool.begin().await.map_err(db_err("fail abandoned jobs"))?;
         let rows = sqlx::query(
             "UPDATE jobs SET state = 'failed', finished_us = $1, charged = 0,
                  reason = 'its worker stopped ' || CAST(attempts AS TEXT) || ' times before finishing; given up'
              WHERE state = 'running' AND lease_until_us < $1 AND attempts >= max_attempts RETURNING *",
         )
-        .bind(self.now_us())
-        .fetch_all(&self.pool)
+        .bind(now)
+        .fetch_all(&mut *tx)
         .await
         .map_err(db_err("fail abandoned jobs"))?;
-        for job in rows.iter().map(job_from) {
-            let job = job?;
+        let jobs = rows.iter().map(job_from).collect::<Result<Vec<_>, _>>()?;
+        for job in &jobs {
+            settle(&mut tx, job, 0, "job failed: refunded", now).await?;
+        }
+        tx.commit().await.map_err(db_err("fail abandoned jobs"))?;
+        for job in jobs {
             tracing::warn!(job = %job.id, org = %job.org_id, attempts = job.attempts, "job given up");
-            self.refund(&job.org_id, &job.id, job.reserved, "job failed: refunded").await?;
         }
         Ok(())
     }
@@ -268,7 +259,8 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Ends `worker`'s job and settles its credits; `false` if the job was no longer its own.
+    /// Ends `worker`'s job and settles its credits, in one transaction; `false` if the job
+    /// was no longer its own.
     pub async fn finish_job(&self, job: &Job, worker: &str, outcome: &JobOutcome) -> Result<bool, StoreError> {
         let (state, reason, processed, charge) = match outcome {
             // The minutes processed are charged even beyond the reservation (a container can
@@ -278,6 +270,8 @@ impl Db {
             }
             JobOutcome::Failed { reason } => ("failed", Some(reason.as_str()), None, 0),
         };
+        let now = self.now_us();
+        let mut tx = self.pool.begin().await.map_err(db_err("finish job"))?;
         let done = sqlx::query(
             "UPDATE jobs SET state = $1, reason = $2, processed_ms = $3, charged = $4, finished_us = $5
              WHERE id = $6 AND worker = $7 AND state = 'running'",
@@ -286,10 +280,10 @@ impl Db {
         .bind(reason)
         .bind(processed)
         .bind(charge)
-        .bind(self.now_us())
+        .bind(now)
         .bind(&job.id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db_err("finish job"))?;
         if done.rows_affected() != 1 {
@@ -305,20 +299,27 @@ impl Db {
             ),
             JobOutcome::Failed { .. } => format!("job {} failed: refunded", job.id),
         };
-        if charge <= job.reserved {
-            self.refund(&job.org_id, &job.id, job.reserved - charge, &why).await?;
-        } else {
-            self.move_credits(&Movement {
-                org_id: &job.org_id,
-                kind: "charge",
-                amount: job.reserved - charge,
-                job_id: Some(&job.id),
-                actor: "system",
-                reason: &why,
-                may_overdraw: true,
-            })
-            .await?;
-        }
+        settle(&mut tx, job, charge, &why, now).await?;
+        tx.commit().await.map_err(db_err("finish job"))?;
         Ok(true)
     }
+}
+
+/// Settles `job`'s reservation against `charge`: refunds the rest, or takes the excess
+/// (overdrawing if need be), inside the transaction that ends the job.
+async fn settle(conn: &mut AnyConnection, job: &Job, charge: i64, why: &str, now: i64) -> Result<(), StoreError> {
+    let amount = job.reserved - charge;
+    if amount == 0 {
+        return Ok(());
+    }
+    let movement = Movement {
+        org_id: &job.org_id,
+        kind: if amount > 0 { "refund" } else { "charge" },
+        amount,
+        job_id: Some(&job.id),
+        actor: "system",
+        reason: why,
+        may_overdraw: true,
+    };
+    move_credits_on(conn, &movement, now).await.map(|_| ())
 }

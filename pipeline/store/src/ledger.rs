@@ -4,6 +4,7 @@
 //! it nor make it differ from the ledger's sum. Amounts are millicredits.
 
 use serde::Serialize;
+use sqlx::AnyConnection;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -17,7 +18,7 @@ pub struct LedgerEntry {
     pub org_id: String,
     /// The organisation's entry number, from 1.
     pub seq: i64,
-    /// `grant`, `reserve`, `refund`, `storage`.
+    /// `grant`, `reserve`, `refund`, `charge`, `storage`.
     pub kind: String,
     /// Millicredits; negative takes from the balance.
     pub amount: i64,
@@ -68,64 +69,9 @@ impl Db {
     /// overdraw (unless allowed) with [`StoreError::InsufficientCredits`].
     pub async fn move_credits(&self, m: &Movement<'_>) -> Result<LedgerEntry, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err("move credits"))?;
-        sqlx::query(
-            "INSERT INTO credit_accounts (org_id, balance, entries) VALUES ($1, 0, 0) ON CONFLICT (org_id) DO NOTHING",
-        )
-        .bind(m.org_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("move credits"))?;
-        let row = sqlx::query(
-            "UPDATE credit_accounts SET balance = balance + $1, entries = entries + 1
-             WHERE org_id = $2 AND (balance + $1 >= 0 OR $3 = 1) RETURNING balance, entries",
-        )
-        .bind(m.amount)
-        .bind(m.org_id)
-        .bind(i64::from(m.may_overdraw))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err("move credits"))?;
-        let Some(row) = row else {
-            drop(tx);
-            return Err(StoreError::InsufficientCredits {
-                needed: credits(-m.amount),
-                balance: credits(self.balance(m.org_id).await?),
-            });
-        };
-        let get = db_err("move credits");
-        let (balance, seq): (i64, i64) = (row.try_get("balance").map_err(&get)?, row.try_get("entries").map_err(&get)?);
-        let id = new_id("led");
-        let now = self.now_us();
-        sqlx::query(
-            "INSERT INTO ledger (id, org_id, seq, kind, amount, balance_after, job_id, actor, reason, created_us)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&id)
-        .bind(m.org_id)
-        .bind(seq)
-        .bind(m.kind)
-        .bind(m.amount)
-        .bind(balance)
-        .bind(m.job_id)
-        .bind(m.actor)
-        .bind(m.reason)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err("move credits"))?;
+        let entry = move_credits_on(&mut tx, m, self.now_us()).await?;
         tx.commit().await.map_err(db_err("move credits"))?;
-        Ok(LedgerEntry {
-            id,
-            org_id: m.org_id.to_owned(),
-            seq,
-            kind: m.kind.to_owned(),
-            amount: m.amount,
-            balance_after: balance,
-            job_id: m.job_id.map(str::to_owned),
-            actor: m.actor.to_owned(),
-            reason: m.reason.to_owned(),
-            created_us: now,
-        })
+        Ok(entry)
     }
 
     /// The organisation's balance in millicredits (0 before its first movement).
@@ -159,4 +105,72 @@ impl Db {
             .map_err(db_err("sum ledger"))?;
         row.try_get::<i64, _>("s").map_err(db_err("sum ledger"))
     }
+}
+
+/// [`Db::move_credits`] inside the caller's transaction, so that a job's state and the
+/// credits it moves commit together or not at all. On an error the caller drops `conn`'s
+/// transaction, rolling back whatever it did before.
+pub(crate) async fn move_credits_on(
+    conn: &mut AnyConnection,
+    m: &Movement<'_>,
+    now: i64,
+) -> Result<LedgerEntry, StoreError> {
+    sqlx::query(
+        "INSERT INTO credit_accounts (org_id, balance, entries) VALUES ($1, 0, 0) ON CONFLICT (org_id) DO NOTHING",
+    )
+    .bind(m.org_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err("move credits"))?;
+    let row = sqlx::query(
+        "UPDATE credit_accounts SET balance = balance + $1, entries = entries + 1
+         WHERE org_id = $2 AND (balance + $1 >= 0 OR $3 = 1) RETURNING balance, entries",
+    )
+    .bind(m.amount)
+    .bind(m.org_id)
+    .bind(i64::from(m.may_overdraw))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err("move credits"))?;
+    let get = db_err("move credits");
+    let Some(row) = row else {
+        let balance = sqlx::query("SELECT balance FROM credit_accounts WHERE org_id = $1")
+            .bind(m.org_id)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db_err("read balance"))?;
+        let balance: i64 = balance.try_get("balance").map_err(db_err("read balance"))?;
+        return Err(StoreError::InsufficientCredits { needed: credits(-m.amount), balance: credits(balance) });
+    };
+    let (balance, seq): (i64, i64) = (row.try_get("balance").map_err(&get)?, row.try_get("entries").map_err(&get)?);
+    let id = new_id("led");
+    sqlx::query(
+        "INSERT INTO ledger (id, org_id, seq, kind, amount, balance_after, job_id, actor, reason, created_us)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(&id)
+    .bind(m.org_id)
+    .bind(seq)
+    .bind(m.kind)
+    .bind(m.amount)
+    .bind(balance)
+    .bind(m.job_id)
+    .bind(m.actor)
+    .bind(m.reason)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err("move credits"))?;
+    Ok(LedgerEntry {
+        id,
+        org_id: m.org_id.to_owned(),
+        seq,
+        kind: m.kind.to_owned(),
+        amount: m.amount,
+        balance_after: balance,
+        job_id: m.job_id.map(str::to_owned),
+        actor: m.actor.to_owned(),
+        reason: m.reason.to_owned(),
+        created_us: now,
+    })
 }

@@ -334,11 +334,15 @@ impl Storage {
             Err(e) => return Err(store_err(self.url())(e)),
         }
         let mut tx = self.db.pool.begin().await.map_err(db_err("delete object"))?;
-        sqlx::query("DELETE FROM objects WHERE key = $1")
+        let gone = sqlx::query("DELETE FROM objects WHERE key = $1")
             .bind(&object.key)
             .execute(&mut *tx)
             .await
             .map_err(db_err("delete object"))?;
+        if gone.rows_affected() == 0 {
+            // Another server's purge (or a request) deleted it first, and logged it.
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO purge_log (id, org_id, object_key, class, bytes, reason, deleted_us)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -395,6 +399,9 @@ impl Storage {
                 row.try_get("b").map_err(&get)?,
             );
             let Some(class) = RetentionClass::parse(&class) else { continue };
+            // The day's mark and its ledger row commit together: a crash between them would
+            // otherwise skip the day's charge for good.
+            let mut tx = self.db.pool.begin().await.map_err(db_err("meter storage"))?;
             let new = sqlx::query(
                 "INSERT INTO storage_charges (org_id, day, class, bytes) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
             )
@@ -402,27 +409,28 @@ impl Storage {
             .bind(day)
             .bind(class.as_str())
             .bind(bytes)
-            .execute(&self.db.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err("meter storage"))?;
             let gb_days = bytes as f64 / 1e9;
             let amount = (gb_days * milli_per_gb_day(class)).ceil() as i64;
             if new.rows_affected() == 0 || amount == 0 {
+                tx.commit().await.map_err(db_err("meter storage"))?;
                 continue;
             }
             let date = chrono_day(day);
             let reason = format!("storage {date}: {gb_days:.6} GB-days of {} objects", class.as_str());
-            self.db
-                .move_credits(&crate::Movement {
-                    org_id: &org,
-                    kind: "storage",
-                    amount: -amount,
-                    job_id: None,
-                    actor: "system",
-                    reason: &reason,
-                    may_overdraw: true,
-                })
-                .await?;
+            let charge = crate::Movement {
+                org_id: &org,
+                kind: "storage",
+                amount: -amount,
+                job_id: None,
+                actor: "system",
+                reason: &reason,
+                may_overdraw: true,
+            };
+            crate::ledger::move_credits_on(&mut tx, &charge, self.db.now_us()).await?;
+            tx.commit().await.map_err(db_err("meter storage"))?;
             charged += 1;
         }
         Ok(charged)

@@ -136,6 +136,70 @@ async fn jobs_body(db: Db, clock: Arc<ManualClock>) {
     assert_eq!(db.ledger_sum(&a).await.unwrap(), 1_000);
 }
 
+/// Statements that make the database refuse every refund, and that undo it.
+struct RefundFault {
+    inject: &'static [&'static str],
+    clear: &'static [&'static str],
+}
+
+const SQLITE_FAULT: RefundFault = RefundFault {
+    inject: &["CREATE TRIGGER no_refund BEFORE INSERT ON ledger WHEN NEW.kind = 'refund'
+               BEGIN SELECT RAISE(ABORT, 'refunds refused by the test'); END"],
+    clear: &["DROP TRIGGER no_refund"],
+};
+
+const POSTGRES_FAULT: RefundFault = RefundFault {
+    inject: &[
+        "CREATE OR REPLACE FUNCTION no_refund() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.kind = 'refund' THEN RAISE EXCEPTION 'refunds refused by the test'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER no_refund BEFORE INSERT ON ledger FOR EACH ROW EXECUTE FUNCTION no_refund()",
+    ],
+    clear: &["DROP TRIGGER no_refund ON ledger"],
+};
+
+async fn run_sql(conn: &mut sqlx::AnyConnection, statements: &[&str]) {
+    for s in statements {
+        sqlx::query(s).execute(&mut *conn).await.unwrap();
+    }
+}
+
+/// A job's end and its refund commit together: when the refund cannot be written, the job
+/// is still running and still the worker's, so finishing it again later refunds it; nothing
+/// is lost in between (a crash there is the same as this failure).
+async fn settling_body(db: Db, clock: Arc<ManualClock>, url: &str, fault: RefundFault) {
+    use sqlx::Connection;
+    let mut raw = sqlx::AnyConnection::connect(url).await.unwrap();
+    let a = org(&db, "acme").await;
+    grant(&db, &a, 5_000).await;
+
+    let j = db.queue_job(&job(&a, 2_000)).await.unwrap();
+    let c = db.claim_job("w", 10_000_000).await.unwrap().unwrap();
+    run_sql(&mut raw, fault.inject).await;
+    let bad = JobOutcome::Failed { reason: "door.mp4: cut short".into() };
+    let err = db.finish_job(&c, "w", &bad).await.unwrap_err();
+    assert!(matches!(err, StoreError::Database { operation: "move credits", .. }), "{err:?}");
+    assert_eq!(db.job(&a, &j.id).await.unwrap().state, JobState::Running, "the job ended without its refund");
+    assert_eq!(db.balance(&a).await.unwrap(), 3_000);
+    run_sql(&mut raw, fault.clear).await;
+    assert!(db.finish_job(&c, "w", &bad).await.unwrap(), "the worker could not finish it after the failure");
+    assert_eq!(db.balance(&a).await.unwrap(), 5_000);
+
+    // The same for a job given up after its last attempt.
+    let j = db.queue_job(&job(&a, 1_000)).await.unwrap();
+    db.claim_job("w1", 1_000_000).await.unwrap().unwrap();
+    clock.advance_s(2);
+    db.claim_job("w2", 1_000_000).await.unwrap().unwrap();
+    clock.advance_s(2);
+    run_sql(&mut raw, fault.inject).await;
+    assert!(db.claim_job("w3", 1_000_000).await.is_err());
+    assert_eq!(db.job(&a, &j.id).await.unwrap().state, JobState::Running, "the job was given up without its refund");
+    run_sql(&mut raw, fault.clear).await;
+    assert!(db.claim_job("w3", 1_000_000).await.unwrap().is_none());
+    assert_eq!(db.job(&a, &j.id).await.unwrap().state, JobState::Failed);
+    assert_eq!(db.balance(&a).await.unwrap(), 5_000);
+    assert_eq!(db.ledger_sum(&a).await.unwrap(), 5_000);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_and_credits_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
@@ -149,4 +213,20 @@ async fn jobs_and_credits_on_postgres() {
     let pg = retail_testkit::Postgres::start();
     let clock = Arc::new(ManualClock::starting_now());
     jobs_body(Db::open_with_clock(&pg.new_database(), clock.clone()).await.unwrap(), clock).await;
+}
+
+#[tokio::test]
+async fn a_refund_that_cannot_be_written_leaves_the_job_running_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::starting_now());
+    let url = format!("sqlite://{}", dir.path().join("retail.db").display());
+    settling_body(Db::open_with_clock(&url, clock.clone()).await.unwrap(), clock, &url, SQLITE_FAULT).await;
+}
+
+#[tokio::test]
+async fn a_refund_that_cannot_be_written_leaves_the_job_running_on_postgres() {
+    let pg = retail_testkit::Postgres::start();
+    let clock = Arc::new(ManualClock::starting_now());
+    let url = pg.new_database();
+    settling_body(Db::open_with_clock(&url, clock.clone()).await.unwrap(), clock, &url, POSTGRES_FAULT).await;
 }

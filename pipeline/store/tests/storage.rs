@@ -200,6 +200,10 @@ async fn storage_body(db: Db, clock: Arc<ManualClock>, url: &str, s3: &S3Setting
     storage.delete(&object, "deleted on request by usr_x").await.unwrap();
     assert!(w.finish().await.is_err(), "a deleted object was completed");
     assert_eq!(raw_keys(&storage).await.len(), 2, "bytes without a row");
+    // A second purger (another server) that read the same row logs no second deletion.
+    let logged = storage.purge_log(&a, 100).await.unwrap().len();
+    storage.delete(&object, "retention expired").await.unwrap();
+    assert_eq!(storage.purge_log(&a, 100).await.unwrap().len(), logged, "one deletion logged twice");
 
     // Storage is metered once a day per class from the objects' tags (billing records free here).
     let rate = |c: RetentionClass| if c == RetentionClass::Billing { 0.0 } else { 1000.0 };
