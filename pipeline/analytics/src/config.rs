@@ -48,6 +48,16 @@ fn default_zone_hysteresis() -> f32 {
     0.01
 }
 
+/// A place where no person can be (a poster, a mannequin, a screen): detections whose anchor
+/// falls inside are dropped before tracking.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MaskConfig {
+    pub name: String,
+    /// Corners, [x, y] in 0..1, in order.
+    pub polygon: Vec<[f32; 2]>,
+}
+
 /// Lines, zones and how people are located against them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -55,6 +65,10 @@ pub struct AnalyticsConfig {
     pub anchor: Anchor,
     pub lines: Vec<LineConfig>,
     pub zones: Vec<ZoneConfig>,
+    /// Which tracks are people (not fixtures) for zones, dwell and the people count.
+    pub static_rule: crate::StaticRule,
+    /// Ignore masks.
+    pub masks: Vec<MaskConfig>,
 }
 
 fn check_point(what: &str, p: [f32; 2]) -> Result<(), String> {
@@ -68,6 +82,7 @@ fn check_point(what: &str, p: [f32; 2]) -> Result<(), String> {
 impl AnalyticsConfig {
     /// Checks ranges and cross-field rules; the message names the line or zone and key.
     pub fn validate(&self) -> Result<(), String> {
+        self.static_rule.validate()?;
         let mut names = HashSet::new();
         for l in &self.lines {
             let at = format!("line `{}`", l.name);
@@ -112,7 +127,34 @@ impl AnalyticsConfig {
                 return Err(format!("{at}: hysteresis must be within 0..0.5, got {}", z.hysteresis));
             }
         }
+        for m in &self.masks {
+            let at = format!("mask `{}`", m.name);
+            if m.polygon.len() < 3 {
+                return Err(format!("{at}: polygon needs at least 3 points, has {}", m.polygon.len()));
+            }
+            for (i, p) in m.polygon.iter().enumerate() {
+                check_point(&format!("{at}: polygon point {}", i + 1), *p)?;
+            }
+            if crate::geometry::polygon_area(&m.polygon) < 1e-6 {
+                return Err(format!("{at}: polygon has no area"));
+            }
+        }
         Ok(())
+    }
+
+    /// The point of `bbox` tested against lines, zones and masks.
+    pub fn anchor_of(&self, bbox: &retail_core::BBox) -> [f32; 2] {
+        let p = match self.anchor {
+            Anchor::BottomCenter => bbox.bottom_center(),
+            Anchor::Center => bbox.center(),
+        };
+        [p.x, p.y]
+    }
+
+    /// Whether a detection at `bbox` lies in an ignore mask.
+    pub fn masked(&self, bbox: &retail_core::BBox) -> bool {
+        let p = self.anchor_of(bbox);
+        self.masks.iter().any(|m| crate::geometry::point_in_polygon(p, &m.polygon))
     }
 }
 
@@ -145,5 +187,19 @@ mod tests {
         assert!(err.contains("inside point is on the line"), "{err}");
         let err = AnalyticsConfig { lines: vec![line(), line()], ..Default::default() }.validate().unwrap_err();
         assert!(err.contains("defined twice"), "{err}");
+    }
+
+    #[test]
+    fn masks_drop_detections_by_their_feet_and_are_checked() {
+        let poster =
+            MaskConfig { name: "poster".into(), polygon: vec![[0.0, 0.0], [0.3, 0.0], [0.3, 0.4], [0.0, 0.4]] };
+        let c = AnalyticsConfig { masks: vec![poster], ..Default::default() };
+        assert!(c.validate().is_ok());
+        // Feet at (0.2, 0.35): inside; a person whose head is in the mask but feet below: not.
+        assert!(c.masked(&retail_core::BBox::new(0.15, 0.1, 0.25, 0.35)));
+        assert!(!c.masked(&retail_core::BBox::new(0.15, 0.3, 0.25, 0.6)));
+        let flat = MaskConfig { name: "edge".into(), polygon: vec![[0.0, 0.0], [0.5, 0.0], [1.0, 0.0]] };
+        let err = AnalyticsConfig { masks: vec![flat], ..Default::default() }.validate().unwrap_err();
+        assert!(err.contains("mask `edge`") && err.contains("no area"), "{err}");
     }
 }

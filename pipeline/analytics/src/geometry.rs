@@ -41,7 +41,7 @@ impl Segment {
 }
 
 /// Even-odd point-in-polygon test.
-pub(crate) fn point_in_polygon(p: [f32; 2], poly: &[[f32; 2]]) -> bool {
+pub fn point_in_polygon(p: [f32; 2], poly: &[[f32; 2]]) -> bool {
     let mut inside = false;
     let mut j = poly.len() - 1;
     for i in 0..poly.len() {

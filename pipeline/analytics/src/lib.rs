@@ -9,9 +9,12 @@ mod analyzer;
 mod config;
 mod geometry;
 mod line;
+mod motion;
 mod zone;
 
 pub use analyzer::{Analyzer, AnalyzerSummary, FrameAnalytics, LineTotals, ZoneTotals};
-pub use config::{AnalyticsConfig, Anchor, LineConfig, ZoneConfig};
+pub use config::{AnalyticsConfig, Anchor, LineConfig, MaskConfig, ZoneConfig};
+pub use geometry::point_in_polygon;
 pub use line::LineCounter;
+pub use motion::{StaticRule, Status};
 pub use zone::ZoneMonitor;

@@ -3,6 +3,7 @@
 
 pub mod analyze;
 pub mod doctor;
+pub mod evaluate;
 pub mod jobs;
 pub mod serve;
 pub mod worker;

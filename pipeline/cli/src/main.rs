@@ -131,6 +131,27 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Score an analysis against ground truth: person precision/recall at IoU 0.5, MOTA and
+    /// IDF1 (MOT Challenge definitions) on the labelled frames, crossing errors per line and
+    /// direction, zone peak errors, distinct-people error. Prints a table; writes
+    /// evaluation.json and hyp.txt (the tracks as MOT rows) into RESULTS.
+    Evaluate {
+        /// Ground truth: gt/gt.txt (MOT Challenge), labelled_frames.txt or seqinfo.ini,
+        /// optionally crossings.csv and people.toml (see the README).
+        #[arg(long)]
+        truth: PathBuf,
+        /// The --out of `retail-ai analyze ... --detections RESULTS/detections.jsonl`.
+        results: PathBuf,
+        /// The analysis config the video was analysed with (for its zones).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The detections file, if not RESULTS/detections.jsonl.
+        #[arg(long)]
+        detections: Option<PathBuf>,
+        /// Where the JSON report goes (default RESULTS/evaluation.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Report what this binary finds: GStreamer and its elements, ONNX Runtime, the model.
     Doctor,
 }
@@ -260,6 +281,11 @@ fn run(command: Command, metrics_addr: Option<std::net::SocketAddr>) -> anyhow::
                 stop,
             ))?;
             println!("{}", serde_json::to_string(&stats)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Evaluate { truth, results, config, detections, json } => {
+            let req = retail_ai::evaluate::EvaluateRequest { truth, results, config, detections, json };
+            print!("{}", retail_ai::evaluate::run(&req)?.table());
             Ok(ExitCode::SUCCESS)
         }
         Command::Compact { before, settle_s, config } => {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use retail_analytics::{AnalyticsConfig, Anchor, LineConfig, ZoneConfig};
+use retail_analytics::{AnalyticsConfig, Anchor, LineConfig, MaskConfig, ZoneConfig};
 use retail_bus::BusConfig;
 use retail_core::{StreamId, TenantId};
 use retail_infer::DetectorConfig;
@@ -77,11 +77,31 @@ pub struct StreamConfig {
 }
 
 /// `[analytics]`: settings that apply to every line and zone.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AnalyticsSettings {
     /// `bottom-center` (feet, default) or `center` of each person's box.
     pub anchor: Anchor,
+    /// A track is a person (for zones, dwell and the people count) once its anchor has moved
+    /// this many box sizes from where it appeared; fixtures the detector mistakes for people
+    /// never move. 0 counts every track.
+    pub static_min_move: f32,
+    /// How long an unmoved track is held (its zone visits back-dated if it then moves); after
+    /// that it counts only from when it moves.
+    pub static_after_s: f32,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        let rule = retail_analytics::StaticRule::default();
+        AnalyticsSettings { anchor: Anchor::default(), static_min_move: rule.min_move, static_after_s: rule.after_s }
+    }
+}
+
+impl AnalyticsSettings {
+    fn static_rule(&self) -> retail_analytics::StaticRule {
+        retail_analytics::StaticRule { min_move: self.static_min_move, after_s: self.static_after_s }
+    }
 }
 
 /// `[[cameras]]`: a live camera that `retail-ai worker` analyses.
@@ -113,6 +133,9 @@ pub struct CameraConfig {
     /// This camera's zones.
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
+    /// This camera's ignore masks: where no person can be.
+    #[serde(default)]
+    pub masks: Vec<MaskConfig>,
 }
 
 fn default_analysis_fps() -> u32 {
@@ -344,6 +367,8 @@ pub struct Config {
     pub lines: Vec<LineConfig>,
     /// `[[zones]]`: occupancy and dwell zones.
     pub zones: Vec<ZoneConfig>,
+    /// `[[masks]]`: ignore masks, places where no person can be (detections there are dropped).
+    pub masks: Vec<MaskConfig>,
     /// `[live]`: camera watchdog and reconnection.
     pub live: LiveSettings,
     /// `[[cameras]]`: live cameras for `retail-ai worker`.
@@ -364,6 +389,7 @@ pub struct JobAnalysis {
     pub analytics: AnalyticsSettings,
     pub lines: Vec<LineConfig>,
     pub zones: Vec<ZoneConfig>,
+    pub masks: Vec<MaskConfig>,
 }
 
 /// `[stream]` of a job: only its start time (tenant and stream id are the platform's).
@@ -388,6 +414,7 @@ impl JobAnalysis {
         c.analytics = self.analytics.clone();
         c.lines = self.lines.clone();
         c.zones = self.zones.clone();
+        c.masks = self.masks.clone();
         c.validate()?;
         Ok(c)
     }
@@ -445,11 +472,23 @@ impl Config {
 
     /// A camera's lines and zones with the file's analytics settings.
     pub fn camera_analytics(&self, cam: &CameraConfig) -> AnalyticsConfig {
-        AnalyticsConfig { anchor: self.analytics.anchor, lines: cam.lines.clone(), zones: cam.zones.clone() }
+        AnalyticsConfig {
+            anchor: self.analytics.anchor,
+            lines: cam.lines.clone(),
+            zones: cam.zones.clone(),
+            static_rule: self.analytics.static_rule(),
+            masks: cam.masks.clone(),
+        }
     }
 
     pub fn analytics_config(&self) -> AnalyticsConfig {
-        AnalyticsConfig { anchor: self.analytics.anchor, lines: self.lines.clone(), zones: self.zones.clone() }
+        AnalyticsConfig {
+            anchor: self.analytics.anchor,
+            lines: self.lines.clone(),
+            zones: self.zones.clone(),
+            static_rule: self.analytics.static_rule(),
+            masks: self.masks.clone(),
+        }
     }
 }
 

@@ -18,6 +18,16 @@ pub struct ModelChoice {
 }
 
 impl ModelChoice {
+    /// The detector's score threshold for `config`: its own, or the model manifest's.
+    pub fn score_threshold(config: &Config) -> Result<f32, RuntimeError> {
+        let d = &config.detector;
+        let manifest = match &d.manifest {
+            Some(p) => Manifest::load(p)?,
+            None => Manifest::bundled(),
+        };
+        Ok(d.score_threshold.unwrap_or(manifest.thresholds.score))
+    }
+
     pub fn resolve(config: &Config) -> Result<Self, RuntimeError> {
         let d = &config.detector;
         let manifest = match &d.manifest {

@@ -79,7 +79,7 @@ impl Outputs {
         &mut self,
         frame: (u64, u64, &[Detection]),
         size: (u32, u32),
-        assignments: &[Option<u64>],
+        (assignments, status): (&[Option<u64>], &[Option<retail_analytics::Status>]),
         labels: &[String],
     ) -> Result<(), RuntimeError> {
         let Some((_, partial, w)) = &mut self.detections else {
@@ -90,13 +90,16 @@ impl Outputs {
         let (index, pts_ns, detections) = frame;
         let dets: Vec<_> = detections
             .iter()
-            .zip(assignments)
-            .map(|(d, id)| {
+            .zip(assignments.iter().zip(status))
+            .map(|(d, (id, status))| {
                 serde_json::json!({
                     "box": [round(d.bbox.x1 * fw), round(d.bbox.y1 * fh), round(d.bbox.x2 * fw), round(d.bbox.y2 * fh)],
                     "score": (d.score as f64 * 1000.0).round() / 1000.0,
                     "class": labels.get(d.class as usize).map_or("?", String::as_str),
                     "track_id": id,
+                    // person (moved since it appeared), pending (not yet) or fixture (never
+                    // moved in static-after-s): what the static rule made of the track so far.
+                    "motion": status.map(retail_analytics::Status::as_str),
                 })
             })
             .collect();

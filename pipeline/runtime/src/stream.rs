@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use retail_analytics::{AnalyticsConfig, Analyzer};
+use retail_analytics::{AnalyticsConfig, Analyzer, Status};
 use retail_bus::EventProducer;
 use retail_core::{Detection, Event, StreamId, TenantId, pts_seconds};
 use retail_ingest::{AnnotatedVideoWriter, DisplayFrame, EncoderSettings, FrameSource, VideoInfo};
@@ -160,14 +160,24 @@ impl StreamAnalysis {
             self.publish(&events)?;
         }
         self.last_pts_ns = Some(frame.pts_ns);
-        let tracks = self.tracker.update(frame.detections);
+        // Detections in an ignore mask never reach the tracker (nor detections.jsonl).
+        let unmasked: Vec<Detection>;
+        let detections = if self.analytics.masks.is_empty() {
+            frame.detections
+        } else {
+            unmasked = frame.detections.iter().filter(|d| !self.analytics.masked(&d.bbox)).copied().collect();
+            &unmasked
+        };
+        let tracks = self.tracker.update(detections);
         let out = self.analyzer.process(frame.pts_ns, &tracks.active, &tracks.ended);
         self.publish(&out.events)?;
         let size = (self.info.width, self.info.height);
+        let status: Vec<Option<Status>> =
+            tracks.assignments.iter().map(|t| t.and_then(|id| self.analyzer.status(id))).collect();
         self.outputs.write_detections(
-            (frame.index, frame.pts_ns, frame.detections),
+            (frame.index, frame.pts_ns, detections),
             size,
-            &tracks.assignments,
+            (&tracks.assignments, &status),
             &self.labels,
         )?;
         if let (Some(enc), Some(mut display)) = (self.encoder.as_mut(), frame.display) {
@@ -216,7 +226,7 @@ impl StreamAnalysis {
             duration_s: self.last_end_ns as f64 / 1e9,
             fps: self.frames as f64 / elapsed.max(1e-9),
             elapsed_s: elapsed,
-            people: self.tracker.confirmed_count(),
+            people: self.analyzer.people(),
             events: self.events,
             lines: s.lines.iter().map(|l| (l.name.clone(), LineSummary { ins: l.ins, outs: l.outs })).collect(),
             zones: s

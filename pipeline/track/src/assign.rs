@@ -19,6 +19,21 @@ pub fn assign(cost: &[Vec<f32>], max_cost: f32) -> Vec<(usize, usize)> {
         let c = if transposed { cost[j][i] } else { cost[i][j] };
         if c <= max_cost { c as f64 } else { GATED }
     };
+    let mut pairs = Vec::new();
+    for (i, j) in hungarian(n, m, at) {
+        let (r, c) = if transposed { (j, i) } else { (i, j) };
+        if cost[r][c] <= max_cost {
+            pairs.push((r, c));
+        }
+    }
+    pairs.sort_unstable();
+    pairs
+}
+
+/// The minimum-cost matching of every one of `n` rows to one of `m >= n` columns, as
+/// (row, column) pairs; `cost(row, column)` must be finite.
+pub fn hungarian(n: usize, m: usize, cost: impl Fn(usize, usize) -> f64) -> Vec<(usize, usize)> {
+    assert!(n <= m, "hungarian: {n} rows > {m} columns; transpose first");
     // e-maxx formulation, 1-based with potentials u, v; p[j] = row matched to column j.
     let mut u = vec![0f64; n + 1];
     let mut v = vec![0f64; m + 1];
@@ -36,7 +51,7 @@ pub fn assign(cost: &[Vec<f32>], max_cost: f32) -> Vec<(usize, usize)> {
             let mut j1 = 0;
             for j in 1..=m {
                 if !used[j] {
-                    let cur = at(i0 - 1, j - 1) - u[i0] - v[j];
+                    let cur = cost(i0 - 1, j - 1) - u[i0] - v[j];
                     if cur < minv[j] {
                         minv[j] = cur;
                         way[j] = j0;
@@ -69,19 +84,8 @@ pub fn assign(cost: &[Vec<f32>], max_cost: f32) -> Vec<(usize, usize)> {
             }
         }
     }
-    let mut pairs = Vec::new();
-    for j in 1..=m {
-        if p[j] != 0 {
-            let (r, c) = if transposed { (j - 1, p[j] - 1) } else { (p[j] - 1, j - 1) };
-            if cost[r][c] <= max_cost {
-                pairs.push((r, c));
-            }
-        }
-    }
-    pairs.sort_unstable();
-    pairs
+    (1..=m).filter(|&j| p[j] != 0).map(|j| (p[j] - 1, j - 1)).collect()
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

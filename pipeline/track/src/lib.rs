@@ -14,7 +14,7 @@ mod config;
 mod kalman;
 mod tracker;
 
-pub use assign::assign;
+pub use assign::{assign, hungarian};
 pub use config::TrackerConfig;
 pub use kalman::KalmanBox;
 pub use tracker::{FrameTracks, Tracker};

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# make accuracy: every labelled clip analysed with the default config and with each variant
+# below, scored by `retail-ai evaluate`, and the table written to docs/ACCURACY.md and into
+# the README (between the accuracy markers). Variants run in the same session, so their fps
+# are comparable with each other (not with another machine's).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+home="${RETAIL_AI_HOME:-$HOME/.cache/retail-ai}"
+bin="${CARGO_TARGET_DIR:-$home/target}/debug/retail-ai"
+out="${ACCURACY_OUT:-results/accuracy}"
+# shellcheck source=versions.env
+source scripts/versions.env
+
+# name | video | config | truth | extra config lines (a variant)
+runs=(
+  "vtest|$home/media/vtest.avi|tests/fixtures/vtest.toml|tests/fixtures/truth/vtest|"
+  "vtest, every track counted|$home/media/vtest.avi|tests/fixtures/vtest.toml|tests/fixtures/truth/vtest|[analytics]\nstatic-min-move = 0"
+)
+rm -rf "$out" && mkdir -p "$out"
+reports=()
+for run in "${runs[@]}"; do
+  IFS='|' read -r name video config truth extra <<<"$run"
+  dir="$out/$(echo "$name" | tr -c 'a-z0-9\n' '-')"
+  mkdir -p "$dir"
+  cfg="$dir/config.toml"
+  { cat "$config"; printf '\n%b\n' "$extra"; } >"$cfg"
+  echo "== $name" >&2
+  "$bin" analyze "$video" --config "$cfg" --out "$dir" --detections "$dir/detections.jsonl" --quiet >/dev/null
+  "$bin" evaluate --truth "$truth" --config "$cfg" "$dir" >&2
+  printf '%s\n' "$name" >"$dir/name.txt"
+  reports+=("$dir")
+done
+python3 scripts/accuracy_table.py "nanodet-g $HUMAN_MODELS_VERSION (INT8)" "${reports[@]}" >docs/ACCURACY.md
+python3 - <<'PY'
+import re
+table = open("docs/ACCURACY.md").read()
+readme = open("README.md").read()
+start, end = "<!-- accuracy:start -->", "<!-- accuracy:end -->"
+new = re.sub(re.escape(start) + ".*?" + re.escape(end), start + "\n" + table + end, readme, flags=re.S)
+open("README.md.partial", "w").write(new)
+PY
+mv README.md.partial README.md
+cat docs/ACCURACY.md
