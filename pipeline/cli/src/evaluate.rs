@@ -26,7 +26,7 @@ pub fn run(req: &EvaluateRequest) -> anyhow::Result<Report> {
     let truth = Truth::load(&req.truth).context("ground truth")?;
     let results = Results::load(&req.results, req.detections.as_deref()).context("analysis results")?;
     let threshold = retail_runtime::ModelChoice::score_threshold(&config)?;
-    let report = evaluate(&truth, &results, &config.zones, f64::from(threshold));
+    let report = evaluate(&truth, &results, &config.analytics_config(), f64::from(threshold));
     let json = req.json.clone().unwrap_or_else(|| req.results.join("evaluation.json"));
     write_atomic(&json, serde_json::to_string_pretty(&report)?.as_bytes())?;
     write_atomic(&json.with_file_name("hyp.txt"), mot_hypotheses(&results).as_bytes())?;

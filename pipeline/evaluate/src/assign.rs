@@ -17,15 +17,16 @@ pub fn assign(costs: &[Vec<Cost>]) -> Vec<(usize, usize)> {
     }
     // A forbidden pair costs more than any set of allowed ones, as motmetrics' own
     // `add_expensive_edges` does, so fewer forbidden pairs always wins.
-    let worst = costs.iter().flatten().flatten().fold(0.0_f64, |m, c| m.max(c.abs())) + 1.0;
+    let worst = costs.iter().flatten().flatten().filter(|c| c.is_finite()).fold(0.0_f64, |m, c| m.max(c.abs())) + 1.0;
     let forbidden = 2.0 * rows.min(cols) as f64 * worst + 1.0;
-    let dense = |r: usize, c: usize| costs[r][c].unwrap_or(forbidden);
+    // A NaN cost would never settle the solver: it is a forbidden pair.
+    let dense = |r: usize, c: usize| costs[r][c].filter(|c| c.is_finite()).unwrap_or(forbidden);
     let pairs = if rows <= cols {
         hungarian(rows, cols, dense)
     } else {
         hungarian(cols, rows, |r, c| dense(c, r)).into_iter().map(|(c, r)| (r, c)).collect()
     };
-    pairs.into_iter().filter(|&(r, c)| costs[r][c].is_some()).collect()
+    pairs.into_iter().filter(|&(r, c)| costs[r][c].is_some_and(f64::is_finite)).collect()
 }
 
 #[cfg(test)]

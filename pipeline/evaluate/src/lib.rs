@@ -28,12 +28,14 @@ pub use report::{CountError, Report, ZonePeak};
 pub use results::{Found, Results, Summary};
 pub use truth::{Crossing, Labelled, Rect, Truth, parse_mot};
 
-use retail_analytics::ZoneConfig;
+use retail_analytics::AnalyticsConfig;
 
-/// Scores `results` against `truth`; `zones` (from the analysis config) for zone peaks;
+/// Scores `results` against `truth`; `analytics` (the analysis's zones and anchor) for zone
+/// peaks;
 /// detections below `score_threshold` (the detector's, not the tracker's low-score
 /// candidates) are not detections.
-pub fn evaluate(truth: &Truth, results: &Results, zones: &[ZoneConfig], score_threshold: f64) -> Report {
+pub fn evaluate(truth: &Truth, results: &Results, analytics: &AnalyticsConfig, score_threshold: f64) -> Report {
+    let zones = &analytics.zones;
     let mut detection = DetectionScore::default();
     let mut mot = MotAccumulator::default();
     let size = (f64::from(results.summary.video.width), f64::from(results.summary.video.height));
@@ -50,7 +52,7 @@ pub fn evaluate(truth: &Truth, results: &Results, zones: &[ZoneConfig], score_th
         mot.update(&people, &tracked);
         phantoms.observe(&people, &tracked);
         for (zone, peak) in zones.iter().zip(&mut peaks) {
-            peak.observe(zone, size, &people, &tracked);
+            peak.observe((analytics, zone), size, &people, &tracked);
         }
     }
     Report {

@@ -34,8 +34,9 @@ pub struct DetectionScore {
     pub labelled: u64,
     pub detected: u64,
     pub matched: u64,
-    pub precision: f64,
-    pub recall: f64,
+    /// `None` when there is nothing to divide by (no detections, no labelled boxes).
+    pub precision: Option<f64>,
+    pub recall: Option<f64>,
 }
 
 impl DetectionScore {
@@ -49,17 +50,17 @@ impl DetectionScore {
     }
 }
 
-/// 1 when there is nothing to get wrong (no boxes at all), as motmetrics' `quiet_divide`
-/// gives NaN there; a report shows it as 1.
-fn ratio(n: u64, d: u64) -> f64 {
-    if d == 0 { 1.0 } else { n as f64 / d as f64 }
+/// `None` where motmetrics' `quiet_divide` gives NaN: nothing to divide by.
+fn ratio(n: u64, d: u64) -> Option<f64> {
+    (d > 0).then(|| n as f64 / d as f64)
 }
 
 /// Tracking quality: CLEAR MOT (MOTA) and identity (IDF1) over the labelled frames.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct TrackingScore {
-    pub mota: f64,
-    pub idf1: f64,
+    /// `None` without labelled boxes (motmetrics: NaN or −inf).
+    pub mota: Option<f64>,
+    pub idf1: Option<f64>,
     /// Labelled boxes (motmetrics' `num_objects`) and tracked boxes (`num_predictions`).
     pub objects: u64,
     pub predictions: u64,
@@ -129,7 +130,7 @@ impl MotAccumulator {
     pub fn finish(&self) -> TrackingScore {
         let mut s = self.score.clone();
         let errors = s.misses + s.switches + s.false_positives;
-        s.mota = if s.objects == 0 { 1.0 } else { 1.0 - errors as f64 / s.objects as f64 };
+        s.mota = (s.objects > 0).then(|| 1.0 - errors as f64 / s.objects as f64);
         s.idtp = self.identity_true_positives();
         s.idf1 = ratio(2 * s.idtp, s.objects + s.predictions);
         s

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use retail_analytics::ZoneConfig;
+use retail_analytics::{AnalyticsConfig, ZoneConfig};
 use serde::Serialize;
 
 use crate::metrics::{DetectionScore, TrackingScore};
@@ -22,8 +22,13 @@ pub struct CountError {
 
 impl CountError {
     pub fn new(name: &str, kind: &str, truth: u64, counted: u64) -> Self {
-        CountError { name: name.into(), kind: kind.into(), truth, counted, error: counted as i64 - truth as i64 }
+        CountError { name: name.into(), kind: kind.into(), truth, counted, error: diff(counted, truth) }
     }
+}
+
+/// counted − truth, saturating (a hostile truth file can hold any number).
+fn diff(counted: u64, truth: u64) -> i64 {
+    (i128::from(counted) - i128::from(truth)).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
 }
 
 /// The most people at once in a zone over the labelled frames: labelled feet vs tracked feet.
@@ -40,9 +45,11 @@ impl ZonePeak {
         ZonePeak { zone: zone.into(), truth: 0, counted: 0, error: 0 }
     }
 
+    /// One frame's labelled and counted people against the zone, located by the analysis's
+    /// anchor as the analyzer does.
     pub(crate) fn observe(
         &mut self,
-        zone: &ZoneConfig,
+        (analytics, zone): (&AnalyticsConfig, &ZoneConfig),
         size: (f64, f64),
         people: &[(u64, Rect)],
         tracked: &[(u64, Rect)],
@@ -51,14 +58,19 @@ impl ZonePeak {
             boxes
                 .iter()
                 .filter(|(_, r)| {
-                    let (x, y) = r.bottom_center();
-                    retail_analytics::point_in_polygon([(x / size.0) as f32, (y / size.1) as f32], &zone.polygon)
+                    let normalised = retail_core::BBox::new(
+                        (r.left / size.0) as f32,
+                        (r.top / size.1) as f32,
+                        ((r.left + r.width) / size.0) as f32,
+                        ((r.top + r.height) / size.1) as f32,
+                    );
+                    retail_analytics::point_in_polygon(analytics.anchor_of(&normalised), &zone.polygon)
                 })
                 .count() as u64
         };
         self.truth = self.truth.max(inside(people));
         self.counted = self.counted.max(inside(tracked));
-        self.error = self.counted as i64 - self.truth as i64;
+        self.error = diff(self.counted, self.truth);
     }
 }
 
@@ -133,15 +145,16 @@ impl Report {
         );
         let d = &self.detection;
         let _ = writeln!(t, "{:<34} {:>10}", "measure", "value");
+        let f = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
         let rows = [
-            ("person precision @ IoU 0.5".to_owned(), format!("{:.3}", d.precision)),
-            ("person recall @ IoU 0.5".to_owned(), format!("{:.3}", d.recall)),
+            ("person precision @ IoU 0.5".to_owned(), f(d.precision)),
+            ("person recall @ IoU 0.5".to_owned(), f(d.recall)),
             (
                 "  boxes labelled / detected / matched".to_owned(),
                 format!("{}/{}/{}", d.labelled, d.detected, d.matched),
             ),
-            ("MOTA".to_owned(), format!("{:.3}", self.tracking.mota)),
-            ("IDF1".to_owned(), format!("{:.3}", self.tracking.idf1)),
+            ("MOTA".to_owned(), f(self.tracking.mota)),
+            ("IDF1".to_owned(), f(self.tracking.idf1)),
             (
                 "  misses / false positives / switches".to_owned(),
                 format!("{}/{}/{}", self.tracking.misses, self.tracking.false_positives, self.tracking.switches),

@@ -110,11 +110,11 @@ fn parse_detections(path: &Path, text: &str) -> Result<BTreeMap<u64, Vec<Found>>
     let mut first_decision: std::collections::HashMap<u64, bool> = Default::default();
     let mut pending = Vec::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let frame: FrameLine = serde_json::from_str(line).map_err(|e| EvalError::Parse {
-            path: path.to_owned(),
-            line: n + 1,
-            reason: e.to_string(),
-        })?;
+        let bad = |reason: String| EvalError::Parse { path: path.to_owned(), line: n + 1, reason };
+        let frame: FrameLine = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        // MOT frames count from 1, the pipeline's from 0.
+        let mot_frame =
+            frame.frame.checked_add(1).ok_or_else(|| bad(format!("frame {} is out of range", frame.frame)))?;
         let boxes = frame
             .detections
             .iter()
@@ -124,7 +124,7 @@ fn parse_detections(path: &Path, text: &str) -> Result<BTreeMap<u64, Vec<Found>>
                 let motion = d.motion.as_deref().unwrap_or("person");
                 if let Some(t) = d.track_id {
                     match motion {
-                        "pending" => pending.push((frame.frame + 1, i, t)),
+                        "pending" => pending.push((mot_frame, i, t)),
                         decided => {
                             first_decision.entry(t).or_insert(decided == "person");
                         }
@@ -138,7 +138,7 @@ fn parse_detections(path: &Path, text: &str) -> Result<BTreeMap<u64, Vec<Found>>
                 }
             })
             .collect();
-        found.insert(frame.frame + 1, boxes);
+        found.insert(mot_frame, boxes);
     }
     for (frame, i, t) in pending {
         if let Some(f) = found.get_mut(&frame).and_then(|v| v.get_mut(i)) {

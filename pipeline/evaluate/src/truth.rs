@@ -123,6 +123,9 @@ pub fn parse_mot(path: &Path, text: &str, is_truth: bool) -> Result<BTreeMap<u64
         if frame < 1.0 || frame.fract() != 0.0 || id.fract() != 0.0 {
             return Err(bad(format!("frame {frame} and id {id} must be whole numbers, frames from 1")));
         }
+        if cols.iter().any(|c| !c.is_finite()) {
+            return Err(bad("every column must be a finite number".into()));
+        }
         if cols[4] <= 0.0 || cols[5] <= 0.0 {
             return Err(bad(format!("width {} and height {} must be positive", cols[4], cols[5])));
         }
@@ -158,8 +161,14 @@ fn labelled_frames(dir: &Path, boxes: &BTreeMap<u64, Vec<Labelled>>) -> Result<B
     let seqinfo = dir.join("seqinfo.ini");
     if seqinfo.exists() {
         let text = read(&seqinfo)?;
-        let length = text.lines().find_map(|l| l.trim().strip_prefix("seqLength=").and_then(|v| v.trim().parse().ok()));
+        let length = text.lines().find_map(|l| l.trim().strip_prefix("seqLength=").map(str::trim));
         if let Some(n) = length {
+            // A day at 60 fps is plenty; more is a typo that would fill memory.
+            let n: u64 = n.parse().ok().filter(|n| (1..=5_184_000).contains(n)).ok_or_else(|| EvalError::Parse {
+                path: seqinfo.clone(),
+                line: 0,
+                reason: format!("seqLength `{n}` must be a frame count from 1 to 5184000"),
+            })?;
             return Ok((1..=n).collect());
         }
     }
@@ -169,8 +178,9 @@ fn labelled_frames(dir: &Path, boxes: &BTreeMap<u64, Vec<Labelled>>) -> Result<B
 fn parse_crossings(path: &Path) -> Result<Vec<Crossing>, EvalError> {
     let text = read(path)?;
     let mut out = Vec::new();
-    for (n, raw) in text.lines().enumerate().skip(1) {
-        if raw.trim().is_empty() {
+    for (n, raw) in text.lines().enumerate() {
+        // The header row (`frame,line,direction,note`) is optional.
+        if raw.trim().is_empty() || (n == 0 && raw.trim_start().starts_with("frame")) {
             continue;
         }
         let bad = |reason: String| EvalError::Parse { path: path.to_owned(), line: n + 1, reason };
@@ -185,4 +195,38 @@ fn parse_crossings(path: &Path) -> Result<Vec<Crossing>, EvalError> {
         out.push(Crossing { frame, line: line.to_owned(), direction: direction.to_owned() });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_truth_files_get_errors_naming_file_and_line() {
+        let p = Path::new("gt.txt");
+        let err = parse_mot(p, "1,1,10,10,NaN,20,1,1,1\n", true).unwrap_err().to_string();
+        assert!(err.contains("gt.txt:1") && err.contains("finite"), "{err}");
+        let err = parse_mot(p, "1,1,10,10,5\n", true).unwrap_err().to_string();
+        assert!(err.contains("5 columns"), "{err}");
+        let err = parse_mot(p, "0,1,10,10,5,5\n", true).unwrap_err().to_string();
+        assert!(err.contains("frames from 1"), "{err}");
+        // Not people to find: conf 0, a class other than pedestrian.
+        assert!(parse_mot(p, "1,1,10,10,5,5,0,1,1\n1,2,10,10,5,5,1,7,1\n", true).unwrap().is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("gt")).unwrap();
+        std::fs::write(dir.path().join("gt/gt.txt"), "1,1,10,10,5,5,1,1,1\n").unwrap();
+        std::fs::write(dir.path().join("seqinfo.ini"), "[Sequence]\nseqLength=99999999999\n").unwrap();
+        let err = Truth::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("seqLength"), "{err}");
+        std::fs::write(dir.path().join("seqinfo.ini"), "[Sequence]\nseqLength=3\n").unwrap();
+        // A crossings file without its header keeps its first crossing.
+        std::fs::write(dir.path().join("crossings.csv"), "2,door,in\n3,door,sideways\n").unwrap();
+        let err = Truth::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("crossings.csv:2") && err.contains("sideways"), "{err}");
+        std::fs::write(dir.path().join("crossings.csv"), "2,door,in\n").unwrap();
+        let truth = Truth::load(dir.path()).unwrap();
+        assert_eq!(truth.crossings.unwrap().len(), 1);
+        assert_eq!(truth.frames.len(), 3);
+    }
 }

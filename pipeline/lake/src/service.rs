@@ -142,9 +142,13 @@ pub async fn run(
     let mut purged_at: Option<Instant> = None;
     loop {
         if purged_at.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
+            // A failed purge loses nothing: it is retried at the next interval, and the
+            // aggregation goes on.
             let today = chrono::Utc::now().date_naive();
-            let purge = crate::purge_expired(store, config.retention_days, today).await?;
-            info!(?purge, retention_days = config.retention_days, "lake retention applied");
+            if let Err(e) = crate::purge_expired(store, config.retention_days, today).await {
+                warn!(error = %e, "lake retention purge failed; retried in a day");
+                metrics::counter!("retail_lake_purge_failures_total").increment(1);
+            }
             purged_at = Some(Instant::now());
         }
         let records = consumer.poll(config.batch_records.max(1), Duration::from_millis(500))?;

@@ -188,6 +188,8 @@ async fn retention_purges_whole_old_days(store: &LakeStore) {
     let later = "line_counts/tenant=acme/date=2027-01-05/minute-0900-door.parquet";
     let batch = retail_lake::tables::line_counts_batch(&synthetic()[..8]).unwrap();
     store.put_parquet(later, &batch).await.unwrap();
+    // Another team's table in the same bucket is not the lake's to purge.
+    store.put_parquet("sales/region=eu/date=2015-01-01/part-0.parquet", &batch).await.unwrap();
     let files = count_files(store).await;
     let last_day_kept = day.checked_add_days(chrono::Days::new(keep)).unwrap();
     let none = retail_lake::purge_expired(store, keep, last_day_kept).await.unwrap();
@@ -195,10 +197,10 @@ async fn retention_purges_whole_old_days(store: &LakeStore) {
 
     let next = last_day_kept.succ_opt().unwrap();
     let purged = retail_lake::purge_expired(store, keep, next).await.unwrap();
-    assert_eq!(purged.files as usize, files - 1, "{purged:?}");
+    assert_eq!(purged.files as usize, files - 2, "{purged:?}");
     assert_eq!(purged.partitions, 2 * 3, "two tenants × events, line counts, occupancy: {purged:?}");
     assert!(purged.bytes > 0);
-    assert_eq!(count_files(store).await, 1, "the later day was purged too");
+    assert_eq!(count_files(store).await, 2, "the later day or the foreign table was purged too");
     let left = query(store, "acme", "SELECT count(*), min(date) FROM line_counts").await.unwrap();
     assert_eq!(left[0].column(0).as_primitive::<Int64Type>().value(0), batch.num_rows() as i64);
 }

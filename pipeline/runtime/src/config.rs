@@ -379,7 +379,7 @@ pub struct Config {
 
 const ENV_PREFIX: &str = "RETAIL_AI__";
 
-/// What a tenant may set for one analysis job: its lines, zones, analytics settings and the
+/// What a tenant may set for one analysis job: its lines, zones, masks, analytics settings and the
 /// video's start time, in the config file's TOML. Everything else (detector, bus, server)
 /// stays the operator's, so unknown sections are refused.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -451,6 +451,13 @@ impl Config {
         self.live.validate()?;
         self.server.validate()?;
         self.lake.validate()?;
+        // Back-dated zone visits must still reach the lake's open minute, not late_events.
+        if f64::from(self.analytics.static_after_s) >= self.lake.lateness_s as f64 {
+            return Err(format!(
+                "analytics.static-after-s ({}) must be less than lake.lateness-s ({}): visits are back-dated by up to that long",
+                self.analytics.static_after_s, self.lake.lateness_s
+            ));
+        }
         let mut ids = std::collections::BTreeSet::new();
         for cam in &self.cameras {
             if !ids.insert(&cam.id) {
@@ -651,6 +658,13 @@ mod tests {
         let f = write("[live]\nbackoff-min-s = 10\nbackoff-max-s = 1\n");
         let err = Config::load(Some(f.path())).unwrap_err().to_string();
         assert!(err.contains("live.backoff-min-s"), "{err}");
+    }
+
+    #[test]
+    fn back_dating_stays_within_the_lakes_lateness() {
+        let f = write("[analytics]\nstatic-after-s = 200\n");
+        let err = Config::load(Some(f.path())).unwrap_err().to_string();
+        assert!(err.contains("analytics.static-after-s (200)") && err.contains("lake.lateness-s (120)"), "{err}");
     }
 
     #[test]

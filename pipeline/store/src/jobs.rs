@@ -136,9 +136,11 @@ impl Db {
             may_overdraw: false,
         };
         move_credits_on(&mut tx, &reserve, now).await?;
-        sqlx::query(
+        // The job comes back from this transaction: reading it after the commit could fail
+        // and make a client retry a job that is queued and paid for.
+        let row = sqlx::query(
             "INSERT INTO jobs (id, org_id, upload_id, state, config, annotate, attempts, max_attempts, frames, reserved, created_by, queued_us)
-             VALUES ($1, $2, $3, 'queued', $4, $5, 0, $6, 0, $7, $8, $9)",
+             VALUES ($1, $2, $3, 'queued', $4, $5, 0, $6, 0, $7, $8, $9) RETURNING *",
         )
         .bind(&id)
         .bind(j.org_id)
@@ -149,11 +151,12 @@ impl Db {
         .bind(j.reserve)
         .bind(j.actor)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(db_err("queue job"))?;
+        let job = job_from(&row)?;
         tx.commit().await.map_err(db_err("queue job"))?;
-        self.job(j.org_id, &id).await
+        Ok(job)
     }
 
     pub async fn job(&self, org_id: &str, id: &str) -> Result<Job, StoreError> {
@@ -209,28 +212,46 @@ impl Db {
         row.as_ref().map(job_from).transpose()
     }
 
-    /// Fails running jobs whose lease ran out with no attempt left, refunding them in the
-    /// same transaction.
+    /// Fails running jobs whose lease ran out with no attempt left, each refunded in the
+    /// transaction that fails it. One that cannot be settled stays running (and is tried
+    /// again at the next claim) without holding up the others or the queue.
     async fn fail_abandoned(&self) -> Result<(), StoreError> {
         let now = self.now_us();
-        let mut tx = self.pool.begin().await.map_err(db_err("fail abandoned jobs"))?;
-        let rows = sqlx::query(
-            "UPDATE jobs SET state = 'failed', finished_us = $1, charged = 0,
-                 reason = 'its worker stopped ' || CAST(attempts AS TEXT) || ' times before finishing; given up'
-             WHERE state = 'running' AND lease_until_us < $1 AND attempts >= max_attempts RETURNING *",
+        let ids = sqlx::query(
+            "SELECT id FROM jobs WHERE state = 'running' AND lease_until_us < $1 AND attempts >= max_attempts",
         )
         .bind(now)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await
-        .map_err(db_err("fail abandoned jobs"))?;
-        let jobs = rows.iter().map(job_from).collect::<Result<Vec<_>, _>>()?;
-        for job in &jobs {
-            settle(&mut tx, job, 0, "job failed: refunded", now).await?;
+        .map_err(db_err("find abandoned jobs"))?;
+        for row in ids {
+            let id: String = row.try_get("id").map_err(db_err("find abandoned jobs"))?;
+            if let Err(e) = self.give_up(&id, now).await {
+                tracing::error!(job = %id, error = %e, "an abandoned job could not be failed and refunded; retried later");
+                metrics::counter!("retail_job_settle_failures_total").increment(1);
+            }
         }
-        tx.commit().await.map_err(db_err("fail abandoned jobs"))?;
-        for job in jobs {
-            tracing::warn!(job = %job.id, org = %job.org_id, attempts = job.attempts, "job given up");
-        }
+        Ok(())
+    }
+
+    async fn give_up(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err("fail abandoned job"))?;
+        let row = sqlx::query(
+            "UPDATE jobs SET state = 'failed', finished_us = $1, charged = 0,
+                 reason = 'its worker stopped ' || CAST(attempts AS TEXT) || ' times before finishing; given up'
+             WHERE id = $2 AND state = 'running' AND lease_until_us < $1 AND attempts >= max_attempts RETURNING *",
+        )
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err("fail abandoned job"))?;
+        // Another server gave it up first.
+        let Some(row) = row else { return Ok(()) };
+        let job = job_from(&row)?;
+        settle(&mut tx, &job, 0, "job failed: refunded", now).await?;
+        tx.commit().await.map_err(db_err("fail abandoned job"))?;
+        tracing::warn!(job = %job.id, org = %job.org_id, attempts = job.attempts, "job given up");
         Ok(())
     }
 

@@ -184,17 +184,20 @@ async fn settling_body(db: Db, clock: Arc<ManualClock>, url: &str, fault: Refund
     assert!(db.finish_job(&c, "w", &bad).await.unwrap(), "the worker could not finish it after the failure");
     assert_eq!(db.balance(&a).await.unwrap(), 5_000);
 
-    // The same for a job given up after its last attempt.
+    // The same for a job given up after its last attempt; the queue goes on meanwhile.
     let j = db.queue_job(&job(&a, 1_000)).await.unwrap();
     db.claim_job("w1", 1_000_000).await.unwrap().unwrap();
     clock.advance_s(2);
     db.claim_job("w2", 1_000_000).await.unwrap().unwrap();
     clock.advance_s(2);
     run_sql(&mut raw, fault.inject).await;
-    assert!(db.claim_job("w3", 1_000_000).await.is_err());
+    let next = db.queue_job(&job(&a, 500)).await.unwrap();
+    let claimed = db.claim_job("w3", 1_000_000).await.unwrap().expect("the queue stalled behind an unsettled job");
+    assert_eq!(claimed.id, next.id);
     assert_eq!(db.job(&a, &j.id).await.unwrap().state, JobState::Running, "the job was given up without its refund");
     run_sql(&mut raw, fault.clear).await;
-    assert!(db.claim_job("w3", 1_000_000).await.unwrap().is_none());
+    assert!(db.claim_job("w4", 1_000_000).await.unwrap().is_none());
+    assert!(db.finish_job(&claimed, "w3", &JobOutcome::Failed { reason: "x".into() }).await.unwrap());
     assert_eq!(db.job(&a, &j.id).await.unwrap().state, JobState::Failed);
     assert_eq!(db.balance(&a).await.unwrap(), 5_000);
     assert_eq!(db.ledger_sum(&a).await.unwrap(), 5_000);

@@ -34,6 +34,7 @@ pub fn assign(cost: &[Vec<f32>], max_cost: f32) -> Vec<(usize, usize)> {
 /// (row, column) pairs; `cost(row, column)` must be finite.
 pub fn hungarian(n: usize, m: usize, cost: impl Fn(usize, usize) -> f64) -> Vec<(usize, usize)> {
     assert!(n <= m, "hungarian: {n} rows > {m} columns; transpose first");
+    debug_assert!((0..n).all(|i| (0..m).all(|j| cost(i, j).is_finite())), "hungarian: a cost is not finite");
     // e-maxx formulation, 1-based with potentials u, v; p[j] = row matched to column j.
     let mut u = vec![0f64; n + 1];
     let mut v = vec![0f64; m + 1];
