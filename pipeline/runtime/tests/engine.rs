@@ -398,6 +398,8 @@ fn motion_gating_skips_inference_on_a_still_scene_and_keeps_its_people() {
             gap_from: None,
         });
         job.analytics = cfg.analytics_config();
+        // One frame over and over: nobody moves, so every track counts (the static rule off).
+        job.analytics.static_rule.min_move = 0.0;
         job.motion_threshold = gate;
         let summary = engine.start(job).unwrap().join().unwrap();
         let p = last.lock().unwrap().clone();
@@ -439,6 +441,8 @@ fn an_outage_longer_than_a_track_lives_ends_the_tracks_and_their_visits() {
             gap_from: Some(20),
         });
         job.analytics = cfg.analytics_config();
+        // One frame over and over: nobody moves, so every track counts (the static rule off).
+        job.analytics.static_rule.min_move = 0.0;
         // The whole frame: everyone seen is on a visit.
         job.analytics.zones[0].polygon = vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]];
         job.track_gap_ns = track_gap_ns;
