@@ -46,6 +46,56 @@ fn vtest_int8_in_batches_of_4_matches_the_same_golden_files() {
     check_with("int8", &[("RETAIL_AI__DETECTOR__BATCH_SIZE", "4")]);
 }
 
+/// The accuracy targets on the labelled vtest clip (`tests/fixtures/truth/vtest`), scored by
+/// `retail-ai evaluate` on a default analysis: people precision and recall at IoU 0.5 each at
+/// least 0.8, no counted track on a static object, and each line direction's crossing count
+/// within 1 of the truth (on the CPU kind the int8 goldens were made on; elsewhere within 2,
+/// as a borderline detection may differ: see the module docs). `make accuracy` prints the
+/// full table.
+#[test]
+fn vtest_meets_the_accuracy_targets() {
+    let out = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config = root.join("tests/fixtures/vtest.toml");
+    let analyze = Command::new(env!("CARGO_BIN_EXE_retail-ai"))
+        .arg("analyze")
+        .arg(cache_dir().join("media/vtest.avi"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--out")
+        .arg(out.path())
+        .arg("--detections")
+        .arg(out.path().join("detections.jsonl"))
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(analyze.status.success(), "analyze failed: {}", String::from_utf8_lossy(&analyze.stderr));
+    let evaluate = Command::new(env!("CARGO_BIN_EXE_retail-ai"))
+        .arg("evaluate")
+        .arg("--truth")
+        .arg(root.join("tests/fixtures/truth/vtest"))
+        .arg("--config")
+        .arg(&config)
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(evaluate.status.success(), "evaluate failed: {}", String::from_utf8_lossy(&evaluate.stderr));
+    let table = String::from_utf8_lossy(&evaluate.stdout);
+    let r: Value = serde_json::from_slice(&std::fs::read(out.path().join("evaluation.json")).unwrap()).unwrap();
+    let (precision, recall) =
+        (r["detection"]["precision"].as_f64().unwrap(), r["detection"]["recall"].as_f64().unwrap());
+    assert!(precision >= 0.8 && recall >= 0.8, "precision {precision}, recall {recall}\n{table}");
+    assert_eq!(r["phantom_tracks"], 0, "counted tracks on no person\n{table}");
+    let crossings = r["crossings"].as_array().unwrap();
+    assert_eq!(crossings.len(), 2, "{table}");
+    let made_on = std::fs::read_to_string(golden_dir("int8").join("cpu-kind.txt")).unwrap_or_default();
+    let bound = if made_on.trim() == cpu_kind() { 1 } else { 2 };
+    for c in crossings {
+        let error = c["error"].as_i64().unwrap();
+        assert!(error.abs() <= bound, "{} {}: error {error}, bound {bound}\n{table}", c["name"], c["kind"]);
+    }
+}
+
 fn golden_dir(precision: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/vtest").join(precision)
 }

@@ -106,7 +106,7 @@ impl Analyzer {
             };
             let p = [p.x, p.y];
             for i in 0..self.lines.len() {
-                if let Some(direction) = self.lines[i].observe(t.track_id, p) {
+                if let Some(direction) = self.lines[i].observe(t.track_id, p, pts) {
                     let line = self.lines[i].config.name.clone();
                     events.push(self.event(t.track_id, pts, EventKind::LineCrossing { line, direction }));
                 }
@@ -278,6 +278,7 @@ mod tests {
                 to: [1.0, 0.5],
                 inside: [0.5, 1.0],
                 hysteresis: 0.02,
+                settle_s: 1.0,
             }],
             zones: vec![ZoneConfig {
                 name: "aisle".into(),

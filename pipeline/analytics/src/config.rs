@@ -26,6 +26,11 @@ pub struct LineConfig {
     /// side counts: jitter on the line never counts twice.
     #[serde(default = "default_hysteresis")]
     pub hysteresis: f32,
+    /// Seconds a person must stay strictly on one side inside the hysteresis band for that
+    /// side to count: someone who steps over the line and stops just past it has crossed. Once
+    /// per visit to the band, so swaying on the line never counts twice. 0 turns it off.
+    #[serde(default = "default_settle_s")]
+    pub settle_s: f32,
 }
 
 /// A zone: a polygon of at least three points.
@@ -42,6 +47,10 @@ pub struct ZoneConfig {
 
 fn default_hysteresis() -> f32 {
     0.02
+}
+
+fn default_settle_s() -> f32 {
+    1.0
 }
 
 fn default_zone_hysteresis() -> f32 {
@@ -97,6 +106,9 @@ impl AnalyticsConfig {
             check_point(&format!("{at}: inside"), l.inside)?;
             if !(0.0..0.5).contains(&l.hysteresis) {
                 return Err(format!("{at}: hysteresis must be within 0..0.5, got {}", l.hysteresis));
+            }
+            if !(0.0..=3600.0).contains(&l.settle_s) {
+                return Err(format!("{at}: settle-s must be within 0..3600 seconds, got {}", l.settle_s));
             }
             let seg = crate::geometry::Segment::new(l.from, l.to);
             if seg.length() < 1e-4 {
@@ -163,7 +175,14 @@ mod tests {
     use super::*;
 
     fn line() -> LineConfig {
-        LineConfig { name: "door".into(), from: [0.0, 0.5], to: [1.0, 0.5], inside: [0.5, 0.9], hysteresis: 0.02 }
+        LineConfig {
+            name: "door".into(),
+            from: [0.0, 0.5],
+            to: [1.0, 0.5],
+            inside: [0.5, 0.9],
+            hysteresis: 0.02,
+            settle_s: 1.0,
+        }
     }
 
     #[test]
