@@ -29,13 +29,19 @@ demo: build
 test-services:
 	@bash scripts/setup-test-services.sh
 
+# The kernels crate again with its GPU side (feature `cuda`): NVRTC from the test set-up
+# compiles every CUDA kernel to PTX; a missing NVRTC fails rather than skips.
+NVRTC_LIB = $$(echo $(RETAIL_AI_HOME)/tools/nvrtc/lib/python3*/site-packages/nvidia/cu13/lib)
+
 test: setup test-services
 	cargo test --workspace --no-fail-fast
+	LD_LIBRARY_PATH=$(NVRTC_LIB) RETAIL_AI_REQUIRE_NVRTC=1 cargo test -p retail-kernels --features cuda
 
 lint:
 	python3 scripts/check-deploy.py
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p retail-kernels --all-targets --features cuda -- -D warnings
 
 bench: build test-services
 	$(CARGO_TARGET_DIR)/debug/throughput --reps 3

@@ -51,4 +51,5 @@ pip_tool pyarrow "$PYARROW_VERSION" "pyarrow==$PYARROW_VERSION" "CI reads the la
 pip_tool motmetrics "$MOTMETRICS_VERSION-np$NUMPY_VERSION" \
   "motmetrics==$MOTMETRICS_VERSION numpy==$NUMPY_VERSION pandas==$MOTMETRICS_PANDAS_VERSION scipy==$MOTMETRICS_SCIPY_VERSION" \
   "the reference MOTA/IDF1 that retail-ai evaluate is checked against"
+pip_tool nvrtc "$NVRTC_VERSION" "nvidia-cuda-nvrtc==$NVRTC_VERSION" "NVRTC, compiles the CUDA kernels to PTX in CI"
 log "tansu: $("$tools/tansu/bin/tansu" --version 2>/dev/null || echo "$tansu_dir/bin/tansu")"

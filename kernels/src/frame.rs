@@ -1,0 +1,53 @@
+//! Host-side view of a decoded YUV frame, checked before any kernel reads it.
+
+use crate::{KernelError, YuvFormat};
+
+/// A decoded frame in host memory: planes and their pitches (bytes per row).
+#[derive(Clone, Copy, Debug)]
+pub struct YuvFrame<'a> {
+    pub format: YuvFormat,
+    pub width: u32,
+    pub height: u32,
+    pub luma: &'a [u8],
+    pub luma_pitch: usize,
+    /// NV12: interleaved UV; I420: U.
+    pub chroma_u: &'a [u8],
+    /// I420: V; NV12: empty.
+    pub chroma_v: &'a [u8],
+    pub chroma_pitch: usize,
+}
+
+impl YuvFrame<'_> {
+    /// Checks sizes and pitches, so no kernel reads past a plane. `index` names the frame in
+    /// the error.
+    pub fn check(&self, index: usize) -> Result<(), KernelError> {
+        let bad = |why: String| Err(KernelError::Frame { index, why });
+        let (w, h) = (self.width as usize, self.height as usize);
+        if w < 2 || h < 2 || !w.is_multiple_of(2) || !h.is_multiple_of(2) || w > 16384 || h > 16384 {
+            return bad(format!("size {w}x{h}: width and height must be even, 2..16384"));
+        }
+        let chroma_row = match self.format {
+            YuvFormat::Nv12 => w,
+            YuvFormat::I420 => w / 2,
+        };
+        if self.luma_pitch < w || self.chroma_pitch < chroma_row {
+            return bad(format!(
+                "pitches {} (luma) and {} (chroma) are shorter than a row ({w} and {chroma_row} bytes)",
+                self.luma_pitch, self.chroma_pitch
+            ));
+        }
+        let need = |pitch: usize, rows: usize, row: usize| (rows - 1) * pitch + row;
+        if self.luma.len() < need(self.luma_pitch, h, w) {
+            return bad(format!("luma plane has {} bytes, needs {}", self.luma.len(), need(self.luma_pitch, h, w)));
+        }
+        let chroma_need = need(self.chroma_pitch, h / 2, chroma_row);
+        let v_ok = match self.format {
+            YuvFormat::Nv12 => true,
+            YuvFormat::I420 => self.chroma_v.len() >= chroma_need,
+        };
+        if self.chroma_u.len() < chroma_need || !v_ok {
+            return bad(format!("chroma planes are shorter than {chroma_need} bytes"));
+        }
+        Ok(())
+    }
+}

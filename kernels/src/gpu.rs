@@ -1,0 +1,235 @@
+//! The kernels on a GPU: NVRTC compiles `cuda/*.cu` for the device's architecture at start,
+//! cudarc launches them. Both libraries are loaded at run time; without them the calls
+//! return [`KernelError::NoDriver`] or [`KernelError::NoNvrtc`] (cudarc itself panics when a
+//! library is missing, so presence is checked first).
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
+
+use crate::decode::{NanoDetLevel, NanoDetSpec, check_classes, check_yolov8};
+use crate::reference::Tensor;
+use crate::{
+    Candidate, FrameDesc, KERNELS, KernelError, KernelSource, Matrix, ModelInput, PreprocessParams, Range, YuvFrame,
+};
+
+// SAFETY: plain #[repr(C)] structs of 4- and 8-byte scalars, laid out as the kernels' structs
+// (sizes checked in layout.rs), with no padding-dependent invariants.
+unsafe impl DeviceRepr for FrameDesc {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for PreprocessParams {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for Candidate {}
+// SAFETY: all-zero bits are a valid Candidate (zero floats and integers).
+unsafe impl cudarc::driver::ValidAsZeroBits for Candidate {}
+
+const BLOCK: u32 = 256;
+
+/// Whether the CUDA driver library can be loaded here.
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen the library by its known names; loads nothing else.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Whether the NVRTC library can be loaded here.
+pub fn nvrtc_present() -> bool {
+    // SAFETY: as `driver_present`.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// Compiles one kernel source to PTX for `arch` (e.g. `compute_90`).
+pub fn compile_ptx(kernel: &KernelSource, arch: &str) -> Result<Ptx, KernelError> {
+    if !nvrtc_present() {
+        return Err(KernelError::NoNvrtc);
+    }
+    let opts = CompileOptions {
+        name: Some(kernel.name.to_owned()),
+        options: vec!["--std=c++17".into(), format!("--gpu-architecture={arch}")],
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(kernel.translation_unit(), opts).map_err(|e| KernelError::Compile {
+        kernel: kernel.name,
+        arch: arch.to_owned(),
+        log: match e {
+            CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
+            other => format!("{other:?}"),
+        },
+    })
+}
+
+fn driver(what: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> KernelError {
+    move |source| KernelError::Driver { what, source }
+}
+
+/// The kernels loaded on one GPU, with a stream to run them on.
+pub struct Gpu {
+    stream: Arc<CudaStream>,
+    yuv_to_tensor: CudaFunction,
+    nanodet: CudaFunction,
+    yolov8: CudaFunction,
+}
+
+impl Gpu {
+    /// Compiles and loads the kernels on device `ordinal`.
+    pub fn new(ordinal: usize) -> Result<Gpu, KernelError> {
+        if !driver_present() {
+            return Err(KernelError::NoDriver);
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver("context"))?;
+        let (major, minor) = ctx.compute_capability().map_err(driver("compute capability"))?;
+        let arch = format!("compute_{major}{minor}");
+        let mut functions = Vec::new();
+        for kernel in &KERNELS {
+            let module = ctx.load_module(compile_ptx(kernel, &arch)?).map_err(driver("module load"))?;
+            for name in kernel.entry_points {
+                functions.push(module.load_function(name).map_err(driver("function lookup"))?);
+            }
+        }
+        let [yuv_to_tensor, nanodet, yolov8]: [CudaFunction; 3] = functions
+            .try_into()
+            .map_err(|_| KernelError::Decoder { what: "kernels".into(), why: "entry points".into() })?;
+        Ok(Gpu { stream: ctx.default_stream(), yuv_to_tensor, nanodet, yolov8 })
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Uploads host frames and preprocesses them in one launch.
+    pub fn preprocess(
+        &self,
+        frames: &[YuvFrame<'_>],
+        input: &ModelInput,
+        matrix: Matrix,
+        range: Range,
+    ) -> Result<Tensor, KernelError> {
+        let mut planes = Vec::new();
+        let mut descs = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            f.check(i)?;
+            let up = |p: &[u8]| self.stream.clone_htod(p).map_err(driver("upload"));
+            let (y, u) = (up(f.luma)?, up(f.chroma_u)?);
+            let v = if f.chroma_v.is_empty() { None } else { Some(up(f.chroma_v)?) };
+            let mut d = crate::host::describe(f, input);
+            d.luma = self.address(&y);
+            d.chroma_u = self.address(&u);
+            d.chroma_v = v.as_ref().map_or(0, |v| self.address(v));
+            descs.push(d);
+            planes.push((y, u, v));
+        }
+        let descs = self.stream.clone_htod(&descs).map_err(driver("upload"))?;
+        let n = frames.len() * input.frame_len();
+        let p = input.params(matrix, range);
+        let cfg = grid(input.width * input.height, frames.len());
+        if input.half {
+            let mut out = self.stream.alloc_zeros::<u16>(n).map_err(driver("alloc"))?;
+            // SAFETY: `descs` holds one checked frame per grid row whose planes (in `planes`)
+            // stay alive until the stream is synchronised by the download below; `out` holds
+            // batch x 3 x out_h x out_w f16 values, as `p.half` tells the kernel.
+            unsafe { self.stream.launch_builder(&self.yuv_to_tensor).arg(&descs).arg(&p).arg(&mut out).launch(cfg) }
+                .map_err(driver("launch"))?;
+            Ok(Tensor::F16(self.stream.clone_dtoh(&out).map_err(driver("download"))?))
+        } else {
+            let mut out = self.stream.alloc_zeros::<f32>(n).map_err(driver("alloc"))?;
+            // SAFETY: as above, with f32 output.
+            unsafe { self.stream.launch_builder(&self.yuv_to_tensor).arg(&descs).arg(&p).arg(&mut out).launch(cfg) }
+                .map_err(driver("launch"))?;
+            Ok(Tensor::F32(self.stream.clone_dtoh(&out).map_err(driver("download"))?))
+        }
+    }
+
+    fn address<T>(&self, s: &CudaSlice<T>) -> u64 {
+        use cudarc::driver::DevicePtr;
+        s.device_ptr(&self.stream).0
+    }
+
+    /// Decodes NanoDet outputs (host copies) on the GPU.
+    pub fn nanodet_decode(
+        &self,
+        spec: &NanoDetSpec,
+        levels: &[NanoDetLevel<'_>],
+        batch: usize,
+        classes: &[u32],
+        min_score: f32,
+        capacity: usize,
+    ) -> Result<Vec<Candidate>, KernelError> {
+        check_classes(classes, spec.num_classes)?;
+        let (mut out, mut count, dev_classes) = self.candidate_buffers(classes, capacity)?;
+        for level in levels {
+            let (cells, grid_w) = spec.check_level(level, batch)?;
+            let scores = self.stream.clone_htod(level.scores).map_err(driver("upload"))?;
+            let boxes = self.stream.clone_htod(level.boxes).map_err(driver("upload"))?;
+            let (cells_i, gw, stride) = (cells as i32, grid_w as i32, level.stride as i32);
+            let (nc, rm, ncls) = (spec.num_classes as i32, spec.reg_max as i32, classes.len() as i32);
+            let (iw, ih, cap) = (spec.input_w as f32, spec.input_h as f32, capacity as u32);
+            let mut b = self.stream.launch_builder(&self.nanodet);
+            b.arg(&scores).arg(&boxes).arg(&cells_i).arg(&gw).arg(&stride).arg(&nc).arg(&rm);
+            b.arg(&dev_classes).arg(&ncls).arg(&min_score).arg(&iw).arg(&ih).arg(&mut out).arg(&mut count).arg(&cap);
+            // SAFETY: `check_level` proved the uploaded outputs hold batch x cells rows of the
+            // sizes the kernel reads; classes are in range; the kernel writes at most
+            // `capacity` candidates and counts the rest.
+            unsafe { b.launch(grid(cells as u32, batch)) }.map_err(driver("launch"))?;
+        }
+        self.candidates(&out, &count, capacity)
+    }
+
+    /// Decodes a YOLOv8 output (host copy) on the GPU.
+    #[allow(clippy::too_many_arguments)] // the decoder's settings, as the kernel takes them
+    pub fn yolov8_decode(
+        &self,
+        pred: &[f32],
+        batch: usize,
+        num_classes: usize,
+        input_w: u32,
+        input_h: u32,
+        classes: &[u32],
+        min_score: f32,
+        capacity: usize,
+    ) -> Result<Vec<Candidate>, KernelError> {
+        check_classes(classes, num_classes)?;
+        let anchors = check_yolov8(pred, batch, num_classes)?;
+        let (mut out, mut count, dev_classes) = self.candidate_buffers(classes, capacity)?;
+        let dev_pred = self.stream.clone_htod(pred).map_err(driver("upload"))?;
+        let (a, nc, ncls) = (anchors as i32, num_classes as i32, classes.len() as i32);
+        let (iw, ih, cap) = (input_w as f32, input_h as f32, capacity as u32);
+        let mut b = self.stream.launch_builder(&self.yolov8);
+        b.arg(&dev_pred).arg(&a).arg(&nc).arg(&dev_classes).arg(&ncls).arg(&min_score).arg(&iw).arg(&ih);
+        b.arg(&mut out).arg(&mut count).arg(&cap);
+        // SAFETY: `check_yolov8` proved the upload holds batch x (4 + classes) x anchors
+        // values; classes are in range; at most `capacity` candidates are written.
+        unsafe { b.launch(grid(anchors as u32, batch)) }.map_err(driver("launch"))?;
+        self.candidates(&out, &count, capacity)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn candidate_buffers(
+        &self,
+        classes: &[u32],
+        capacity: usize,
+    ) -> Result<(CudaSlice<Candidate>, CudaSlice<u32>, CudaSlice<u32>), KernelError> {
+        let out = self.stream.alloc_zeros::<Candidate>(capacity.max(1)).map_err(driver("alloc"))?;
+        let count = self.stream.alloc_zeros::<u32>(1).map_err(driver("alloc"))?;
+        let classes = self.stream.clone_htod(classes).map_err(driver("upload"))?;
+        Ok((out, count, classes))
+    }
+
+    fn candidates(
+        &self,
+        out: &CudaSlice<Candidate>,
+        count: &CudaSlice<u32>,
+        capacity: usize,
+    ) -> Result<Vec<Candidate>, KernelError> {
+        let n = self.stream.clone_dtoh(count).map_err(driver("download"))?[0] as usize;
+        if n > capacity {
+            return Err(KernelError::TooManyCandidates { count: n as u64, capacity });
+        }
+        let mut all = self.stream.clone_dtoh(out).map_err(driver("download"))?;
+        all.truncate(n);
+        Ok(all)
+    }
+}
+
+fn grid(work: u32, items: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (work.div_ceil(BLOCK), items as u32, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}

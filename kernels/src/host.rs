@@ -1,0 +1,187 @@
+//! The kernels run on the CPU through the host emulation compiled by build.rs: the same
+//! `.cu` bodies, one thread at a time. Used by the tests to check the kernels' arithmetic
+//! against the CPU specification on machines without a GPU, and by the GPU check to have a
+//! reference that is the kernel source itself.
+
+use std::ffi::c_void;
+
+use crate::decode::{NanoDetLevel, NanoDetSpec, check_classes, check_yolov8};
+use crate::reference::Tensor;
+use crate::{Candidate, FrameDesc, KernelError, Matrix, ModelInput, PreprocessParams, Range, YuvFormat, YuvFrame};
+
+unsafe extern "C" {
+    fn rai_host_yuv_to_tensor(frames: *const FrameDesc, batch: u32, p: *const PreprocessParams, out: *mut c_void);
+    fn rai_host_nanodet_decode(
+        scores: *const f32,
+        boxes: *const f32,
+        batch: u32,
+        cells: i32,
+        grid_w: i32,
+        stride: i32,
+        num_classes: i32,
+        reg_max: i32,
+        classes: *const u32,
+        n_classes: i32,
+        min_score: f32,
+        in_w: f32,
+        in_h: f32,
+        out: *mut Candidate,
+        count: *mut u32,
+        capacity: u32,
+    );
+    fn rai_host_yolov8_decode(
+        pred: *const f32,
+        batch: u32,
+        anchors: i32,
+        num_classes: i32,
+        classes: *const u32,
+        n_classes: i32,
+        min_score: f32,
+        in_w: f32,
+        in_h: f32,
+        out: *mut Candidate,
+        count: *mut u32,
+        capacity: u32,
+    );
+    fn rai_host_f32_to_f16(x: f32) -> u16;
+}
+
+/// The descriptor of a checked host frame (host addresses).
+pub(crate) fn describe(f: &YuvFrame<'_>, input: &ModelInput) -> FrameDesc {
+    let (dst_x, dst_y, dst_w, dst_h) = input.placement(f.width, f.height);
+    FrameDesc {
+        luma: f.luma.as_ptr() as u64,
+        chroma_u: f.chroma_u.as_ptr() as u64,
+        chroma_v: if f.format == YuvFormat::I420 { f.chroma_v.as_ptr() as u64 } else { 0 },
+        width: f.width as i32,
+        height: f.height as i32,
+        luma_pitch: f.luma_pitch as i32,
+        chroma_pitch: f.chroma_pitch as i32,
+        format: match f.format {
+            YuvFormat::Nv12 => 0,
+            YuvFormat::I420 => 1,
+        },
+        dst_x,
+        dst_y,
+        dst_w,
+        dst_h,
+        reserved: 0,
+    }
+}
+
+/// Runs the preprocessing kernel's body on the CPU.
+pub fn preprocess(
+    frames: &[YuvFrame<'_>],
+    input: &ModelInput,
+    matrix: Matrix,
+    range: Range,
+) -> Result<Tensor, KernelError> {
+    for (i, f) in frames.iter().enumerate() {
+        f.check(i)?;
+    }
+    let descs: Vec<FrameDesc> = frames.iter().map(|f| describe(f, input)).collect();
+    let p = input.params(matrix, range);
+    let n = frames.len() * input.frame_len();
+    let mut out = if input.half { Tensor::F16(vec![0u16; n]) } else { Tensor::F32(vec![0f32; n]) };
+    let out_ptr = match &mut out {
+        Tensor::F32(v) => v.as_mut_ptr().cast::<c_void>(),
+        Tensor::F16(v) => v.as_mut_ptr().cast::<c_void>(),
+    };
+    // SAFETY: every frame passed `check`, so each plane holds the rows and pitches the kernel
+    // indexes (it clamps sample positions to the frame); `descs` points into slices borrowed
+    // for this call; `out` has batch x 3 x out_h x out_w elements of the width `half` selects.
+    unsafe { rai_host_yuv_to_tensor(descs.as_ptr(), frames.len() as u32, &p, out_ptr) };
+    Ok(out)
+}
+
+/// Runs the NanoDet decoder kernel's body on the CPU over every level.
+pub fn nanodet_decode(
+    spec: &NanoDetSpec,
+    levels: &[NanoDetLevel<'_>],
+    batch: usize,
+    classes: &[u32],
+    min_score: f32,
+    capacity: usize,
+) -> Result<Vec<Candidate>, KernelError> {
+    check_classes(classes, spec.num_classes)?;
+    let mut out = vec![Candidate::default(); capacity];
+    let mut count = 0u32;
+    for level in levels {
+        let (cells, grid_w) = spec.check_level(level, batch)?;
+        // SAFETY: `check_level` proved both outputs hold batch x cells rows of the sizes the
+        // kernel reads, `classes` are below `num_classes`, and the kernel writes at most
+        // `capacity` candidates into `out` (it only counts beyond that).
+        unsafe {
+            rai_host_nanodet_decode(
+                level.scores.as_ptr(),
+                level.boxes.as_ptr(),
+                batch as u32,
+                cells as i32,
+                grid_w as i32,
+                level.stride as i32,
+                spec.num_classes as i32,
+                spec.reg_max as i32,
+                classes.as_ptr(),
+                classes.len() as i32,
+                min_score,
+                spec.input_w as f32,
+                spec.input_h as f32,
+                out.as_mut_ptr(),
+                &mut count,
+                capacity as u32,
+            );
+        }
+    }
+    finish(out, count, capacity)
+}
+
+/// Runs the YOLOv8 decoder kernel's body on the CPU.
+#[allow(clippy::too_many_arguments)] // the decoder's settings, as the kernel takes them
+pub fn yolov8_decode(
+    pred: &[f32],
+    batch: usize,
+    num_classes: usize,
+    input_w: u32,
+    input_h: u32,
+    classes: &[u32],
+    min_score: f32,
+    capacity: usize,
+) -> Result<Vec<Candidate>, KernelError> {
+    check_classes(classes, num_classes)?;
+    let anchors = check_yolov8(pred, batch, num_classes)?;
+    let mut out = vec![Candidate::default(); capacity];
+    let mut count = 0u32;
+    // SAFETY: `check_yolov8` proved `pred` holds batch x (4 + classes) x anchors values,
+    // `classes` are below `num_classes`, and at most `capacity` candidates are written.
+    unsafe {
+        rai_host_yolov8_decode(
+            pred.as_ptr(),
+            batch as u32,
+            anchors as i32,
+            num_classes as i32,
+            classes.as_ptr(),
+            classes.len() as i32,
+            min_score,
+            input_w as f32,
+            input_h as f32,
+            out.as_mut_ptr(),
+            &mut count,
+            capacity as u32,
+        );
+    }
+    finish(out, count, capacity)
+}
+
+fn finish(mut out: Vec<Candidate>, count: u32, capacity: usize) -> Result<Vec<Candidate>, KernelError> {
+    if count as usize > capacity {
+        return Err(KernelError::TooManyCandidates { count: u64::from(count), capacity });
+    }
+    out.truncate(count as usize);
+    Ok(out)
+}
+
+/// The kernels' f32 -> f16 rounding, as emulated on the host.
+pub fn f32_to_f16(x: f32) -> u16 {
+    // SAFETY: a pure function of its argument.
+    unsafe { rai_host_f32_to_f16(x) }
+}
