@@ -11,12 +11,27 @@ out="${ACCURACY_OUT:-results/accuracy}"
 # shellcheck source=versions.env
 source scripts/versions.env
 
+# Larger inputs of the same model (a manifest file each, models/nanodet-g/resize.py): the
+# 4:3 vtest at 544x416 and the 16:9 Market Street at 736x416 instead of 416x416.
+sized() { # HEIGHT WIDTH -> the manifest's path
+  local dir="$home/models/nanodet-g-$HUMAN_MODELS_VERSION/$1x$2"
+  if [ ! -s "$dir/manifest.toml" ]; then
+    "$home/venv-quantize-ort$ORT_VERSION-onnx$QUANT_ONNX_VERSION/bin/python" models/nanodet-g/resize.py \
+      "$home/models/nanodet-g-$HUMAN_MODELS_VERSION" models/nanodet-g/manifest.toml "$dir" "$1" "$2" >&2
+  fi
+  printf '%s' "$dir/manifest.toml"
+}
+m544=$(sized 416 544)
+m736=$(sized 416 736)
+
 # name | video | config | truth | extra config lines (a variant)
 runs=(
   "vtest|$home/media/vtest.avi|tests/fixtures/vtest.toml|tests/fixtures/truth/vtest|"
   "vtest, every track counted|$home/media/vtest.avi|tests/fixtures/vtest.toml|tests/fixtures/truth/vtest|[analytics]\nstatic-min-move = 0"
+  "vtest, input 544x416|$home/media/vtest.avi|tests/fixtures/vtest.toml|tests/fixtures/truth/vtest|[detector]\nmanifest = \"$m544\""
   "market-street|$home/media/market-street-1906.mp4||tests/fixtures/truth/market-street|"
   "market-street, every track counted|$home/media/market-street-1906.mp4||tests/fixtures/truth/market-street|[analytics]\nstatic-min-move = 0"
+  "market-street, input 736x416|$home/media/market-street-1906.mp4||tests/fixtures/truth/market-street|[detector]\nmanifest = \"$m736\""
 )
 rm -rf "$out" && mkdir -p "$out"
 reports=()

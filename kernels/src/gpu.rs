@@ -26,6 +26,24 @@ unsafe impl cudarc::driver::ValidAsZeroBits for Candidate {}
 
 const BLOCK: u32 = 256;
 
+/// Frames on the device, placed for one model input: their planes and descriptors.
+pub struct DeviceFrames {
+    _planes: Vec<CudaSlice<u8>>,
+    descs: CudaSlice<FrameDesc>,
+    len: usize,
+    input: ModelInput,
+}
+
+impl DeviceFrames {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// Whether the CUDA driver library can be loaded here.
 pub fn driver_present() -> bool {
     // SAFETY: only tries to dlopen the library by its known names; loads nothing else.
@@ -104,39 +122,65 @@ impl Gpu {
         matrix: Matrix,
         range: Range,
     ) -> Result<Tensor, KernelError> {
+        let frames = self.upload(frames, input)?;
+        let p = input.params(matrix, range);
+        let n = frames.len * input.frame_len();
+        if input.half {
+            let mut out = self.stream.alloc_zeros::<u16>(n).map_err(driver("alloc"))?;
+            self.preprocess_into(&frames, &p, &mut out)?;
+            Ok(Tensor::F16(self.stream.clone_dtoh(&out).map_err(driver("download"))?))
+        } else {
+            let mut out = self.stream.alloc_zeros::<f32>(n).map_err(driver("alloc"))?;
+            self.preprocess_into(&frames, &p, &mut out)?;
+            Ok(Tensor::F32(self.stream.clone_dtoh(&out).map_err(driver("download"))?))
+        }
+    }
+
+    /// Copies checked host frames to the device, with their descriptors.
+    pub fn upload(&self, frames: &[YuvFrame<'_>], input: &ModelInput) -> Result<DeviceFrames, KernelError> {
         let mut planes = Vec::new();
         let mut descs = Vec::new();
         for (i, f) in frames.iter().enumerate() {
             f.check(i)?;
-            let up = |p: &[u8]| self.stream.clone_htod(p).map_err(driver("upload"));
-            let (y, u) = (up(f.luma)?, up(f.chroma_u)?);
-            let v = if f.chroma_v.is_empty() { None } else { Some(up(f.chroma_v)?) };
             let mut d = crate::host::describe(f, input);
-            d.luma = self.address(&y);
-            d.chroma_u = self.address(&u);
-            d.chroma_v = v.as_ref().map_or(0, |v| self.address(v));
+            let mut up = |p: &[u8]| -> Result<u64, KernelError> {
+                let slice = self.stream.clone_htod(p).map_err(driver("upload"))?;
+                let address = self.address(&slice);
+                planes.push(slice);
+                Ok(address)
+            };
+            d.luma = up(f.luma)?;
+            d.chroma_u = up(f.chroma_u)?;
+            d.chroma_v = if f.chroma_v.is_empty() { 0 } else { up(f.chroma_v)? };
             descs.push(d);
-            planes.push((y, u, v));
         }
         let descs = self.stream.clone_htod(&descs).map_err(driver("upload"))?;
-        let n = frames.len() * input.frame_len();
-        let p = input.params(matrix, range);
-        let cfg = grid(input.width * input.height, frames.len());
-        if input.half {
-            let mut out = self.stream.alloc_zeros::<u16>(n).map_err(driver("alloc"))?;
-            // SAFETY: `descs` holds one checked frame per grid row whose planes (in `planes`)
-            // stay alive until the stream is synchronised by the download below; `out` holds
-            // batch x 3 x out_h x out_w f16 values, as `p.half` tells the kernel.
-            unsafe { self.stream.launch_builder(&self.yuv_to_tensor).arg(&descs).arg(&p).arg(&mut out).launch(cfg) }
-                .map_err(driver("launch"))?;
-            Ok(Tensor::F16(self.stream.clone_dtoh(&out).map_err(driver("download"))?))
-        } else {
-            let mut out = self.stream.alloc_zeros::<f32>(n).map_err(driver("alloc"))?;
-            // SAFETY: as above, with f32 output.
-            unsafe { self.stream.launch_builder(&self.yuv_to_tensor).arg(&descs).arg(&p).arg(&mut out).launch(cfg) }
-                .map_err(driver("launch"))?;
-            Ok(Tensor::F32(self.stream.clone_dtoh(&out).map_err(driver("download"))?))
+        Ok(DeviceFrames { _planes: planes, descs, len: frames.len(), input: *input })
+    }
+
+    /// Preprocesses frames already on the device into `out` (f32 or f16 elements, as
+    /// `p.half` says), batch x 3 x height x width of the model input.
+    pub fn preprocess_into<T: DeviceRepr>(
+        &self,
+        frames: &DeviceFrames,
+        p: &PreprocessParams,
+        out: &mut CudaSlice<T>,
+    ) -> Result<(), KernelError> {
+        let element = if p.half != 0 { 2 } else { 4 };
+        let n = frames.len * frames.input.frame_len();
+        if std::mem::size_of::<T>() != element || out.len() < n || p.out_w as u32 != frames.input.width {
+            return Err(KernelError::Decoder {
+                what: "preprocess output".into(),
+                why: format!("needs {n} elements of {element} bytes for the model input the frames were placed for"),
+            });
         }
+        let cfg = grid(frames.input.width * frames.input.height, frames.len);
+        // SAFETY: `frames` owns the device planes its descriptors point to (checked on upload
+        // for the sizes the kernel reads); `out` holds the batch's elements of the width the
+        // kernel writes, checked above.
+        unsafe { self.stream.launch_builder(&self.yuv_to_tensor).arg(&frames.descs).arg(p).arg(out).launch(cfg) }
+            .map_err(driver("launch"))?;
+        Ok(())
     }
 
     fn address<T>(&self, s: &CudaSlice<T>) -> u64 {
