@@ -14,7 +14,7 @@ source scripts/versions.env
 # Larger inputs of the same model (a manifest file each, models/nanodet-g/resize.py): the
 # 4:3 vtest at 544x416 and the 16:9 Market Street at 736x416 instead of 416x416.
 sized() { # HEIGHT WIDTH -> the manifest's path
-  local dir="$home/models/nanodet-g-$HUMAN_MODELS_VERSION/$1x$2"
+  local dir="$home/models/nanodet-g-$HUMAN_MODELS_VERSION/$2x$1"
   if [ ! -s "$dir/manifest.toml" ]; then
     "$home/venv-quantize-ort$ORT_VERSION-onnx$QUANT_ONNX_VERSION/bin/python" models/nanodet-g/resize.py \
       "$home/models/nanodet-g-$HUMAN_MODELS_VERSION" models/nanodet-g/manifest.toml "$dir" "$1" "$2" >&2

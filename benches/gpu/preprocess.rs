@@ -76,7 +76,6 @@ fn main() -> Result<()> {
         for half in [false, true] {
             let input = input(half);
             let device = gpu.upload(&frames, &input)?;
-            let p = input.params(Matrix::Bt709, Range::Limited);
             let n = batch * input.frame_len();
             let mut times = Vec::new();
             let mut out16 = stream.alloc_zeros::<u16>(n)?;
@@ -85,9 +84,9 @@ fn main() -> Result<()> {
                 stream.synchronize()?;
                 let t = Instant::now();
                 if half {
-                    gpu.preprocess_into(&device, &p, &mut out16)?;
+                    gpu.preprocess_into(&device, Matrix::Bt709, Range::Limited, &mut out16)?;
                 } else {
-                    gpu.preprocess_into(&device, &p, &mut out32)?;
+                    gpu.preprocess_into(&device, Matrix::Bt709, Range::Limited, &mut out32)?;
                 }
                 stream.synchronize()?;
                 times.push(t.elapsed().as_secs_f64());

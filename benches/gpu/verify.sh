@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check of issue 12, in one run on a machine with an NVIDIA GPU and its driver (no
-# Rust, GStreamer or TensorRT needed there).
+# The GPU check of issue 12, in one run on a machine with an NVIDIA GPU, a driver for CUDA 13
+# and NVRTC 13 (libnvrtc.so.13: the CUDA toolkit's, or a pip nvidia-cuda-nvrtc's; the kernels
+# are compiled there at start), no Rust, GStreamer or TensorRT needed.
 #
 #   here:            bash benches/gpu/verify.sh --build
 #                    (builds the kernel tests and the benchmark into results/gpu-carry/,
@@ -37,7 +38,8 @@ for l in sys.stdin:
 fi
 
 dir=${1:-results/gpu-carry}
-for lib in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+for lib in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+  $(python3 -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13", "lib"))' 2>/dev/null); do
   [ -d "$lib" ] && export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
 done
 export RETAIL_AI_REQUIRE_GPU=1 RETAIL_AI_REQUIRE_NVRTC=1

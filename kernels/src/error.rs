@@ -4,6 +4,9 @@ pub enum KernelError {
     /// A frame of the batch cannot be read safely (size, pitch or plane length).
     #[error("frame {index} of the batch: {why}")]
     Frame { index: usize, why: String },
+    /// A model input (size, normalisation) the kernels cannot produce.
+    #[error("model input: {why}")]
+    Input { why: String },
     /// A model output or decoder setting that does not fit the decoder.
     #[error("decoder input `{what}`: {why}")]
     Decoder { what: String, why: String },

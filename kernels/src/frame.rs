@@ -30,6 +30,14 @@ impl YuvFrame<'_> {
             YuvFormat::Nv12 => w,
             YuvFormat::I420 => w / 2,
         };
+        // The kernels index with 32-bit pitches.
+        let max_pitch = i32::MAX as usize / 16384;
+        if self.luma_pitch > max_pitch || self.chroma_pitch > max_pitch {
+            return bad(format!(
+                "pitches {} (luma) and {} (chroma): at most {max_pitch} bytes per row",
+                self.luma_pitch, self.chroma_pitch
+            ));
+        }
         if self.luma_pitch < w || self.chroma_pitch < chroma_row {
             return bad(format!(
                 "pitches {} (luma) and {} (chroma) are shorter than a row ({w} and {chroma_row} bytes)",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 
-use crate::decode::{NanoDetLevel, NanoDetSpec, check_classes, check_yolov8};
+use crate::decode::{NanoDetLevel, NanoDetSpec, check_capacity, check_classes, check_yolov8};
 use crate::reference::Tensor;
 use crate::{
     Candidate, FrameDesc, KERNELS, KernelError, KernelSource, Matrix, ModelInput, PreprocessParams, Range, YuvFrame,
@@ -123,21 +123,22 @@ impl Gpu {
         range: Range,
     ) -> Result<Tensor, KernelError> {
         let frames = self.upload(frames, input)?;
-        let p = input.params(matrix, range);
         let n = frames.len * input.frame_len();
         if input.half {
             let mut out = self.stream.alloc_zeros::<u16>(n).map_err(driver("alloc"))?;
-            self.preprocess_into(&frames, &p, &mut out)?;
+            self.preprocess_into(&frames, matrix, range, &mut out)?;
             Ok(Tensor::F16(self.stream.clone_dtoh(&out).map_err(driver("download"))?))
         } else {
             let mut out = self.stream.alloc_zeros::<f32>(n).map_err(driver("alloc"))?;
-            self.preprocess_into(&frames, &p, &mut out)?;
+            self.preprocess_into(&frames, matrix, range, &mut out)?;
             Ok(Tensor::F32(self.stream.clone_dtoh(&out).map_err(driver("download"))?))
         }
     }
 
     /// Copies checked host frames to the device, with their descriptors.
     pub fn upload(&self, frames: &[YuvFrame<'_>], input: &ModelInput) -> Result<DeviceFrames, KernelError> {
+        input.check()?;
+        crate::decode::check_batch(frames.len())?;
         let mut planes = Vec::new();
         let mut descs = Vec::new();
         for (i, f) in frames.iter().enumerate() {
@@ -158,17 +159,20 @@ impl Gpu {
         Ok(DeviceFrames { _planes: planes, descs, len: frames.len(), input: *input })
     }
 
-    /// Preprocesses frames already on the device into `out` (f32 or f16 elements, as
-    /// `p.half` says), batch x 3 x height x width of the model input.
+    /// Preprocesses frames already on the device into `out` (f16 or f32 elements, as the
+    /// model input the frames were placed for says), batch x 3 x height x width.
     pub fn preprocess_into<T: DeviceRepr>(
         &self,
         frames: &DeviceFrames,
-        p: &PreprocessParams,
+        matrix: Matrix,
+        range: Range,
         out: &mut CudaSlice<T>,
     ) -> Result<(), KernelError> {
+        // The parameters come from the checked input, never from the caller.
+        let p = frames.input.params(matrix, range);
         let element = if p.half != 0 { 2 } else { 4 };
         let n = frames.len * frames.input.frame_len();
-        if std::mem::size_of::<T>() != element || out.len() < n || p.out_w as u32 != frames.input.width {
+        if std::mem::size_of::<T>() != element || out.len() < n {
             return Err(KernelError::Decoder {
                 what: "preprocess output".into(),
                 why: format!("needs {n} elements of {element} bytes for the model input the frames were placed for"),
@@ -178,7 +182,7 @@ impl Gpu {
         // SAFETY: `frames` owns the device planes its descriptors point to (checked on upload
         // for the sizes the kernel reads); `out` holds the batch's elements of the width the
         // kernel writes, checked above.
-        unsafe { self.stream.launch_builder(&self.yuv_to_tensor).arg(&frames.descs).arg(p).arg(out).launch(cfg) }
+        unsafe { self.stream.launch_builder(&self.yuv_to_tensor).arg(&frames.descs).arg(&p).arg(out).launch(cfg) }
             .map_err(driver("launch"))?;
         Ok(())
     }
@@ -199,6 +203,7 @@ impl Gpu {
         capacity: usize,
     ) -> Result<Vec<Candidate>, KernelError> {
         check_classes(classes, spec.num_classes)?;
+        check_capacity(capacity)?;
         let (mut out, mut count, dev_classes) = self.candidate_buffers(classes, capacity)?;
         for level in levels {
             let (cells, grid_w) = spec.check_level(level, batch)?;
@@ -233,6 +238,7 @@ impl Gpu {
     ) -> Result<Vec<Candidate>, KernelError> {
         check_classes(classes, num_classes)?;
         let anchors = check_yolov8(pred, batch, num_classes)?;
+        check_capacity(capacity)?;
         let (mut out, mut count, dev_classes) = self.candidate_buffers(classes, capacity)?;
         let dev_pred = self.stream.clone_htod(pred).map_err(driver("upload"))?;
         let (a, nc, ncls) = (anchors as i32, num_classes as i32, classes.len() as i32);

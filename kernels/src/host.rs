@@ -5,7 +5,7 @@
 
 use std::ffi::c_void;
 
-use crate::decode::{NanoDetLevel, NanoDetSpec, check_classes, check_yolov8};
+use crate::decode::{NanoDetLevel, NanoDetSpec, check_capacity, check_classes, check_yolov8};
 use crate::reference::Tensor;
 use crate::{Candidate, FrameDesc, KernelError, Matrix, ModelInput, PreprocessParams, Range, YuvFormat, YuvFrame};
 
@@ -76,6 +76,8 @@ pub fn preprocess(
     matrix: Matrix,
     range: Range,
 ) -> Result<Tensor, KernelError> {
+    input.check()?;
+    crate::decode::check_batch(frames.len())?;
     for (i, f) in frames.iter().enumerate() {
         f.check(i)?;
     }
@@ -104,6 +106,7 @@ pub fn nanodet_decode(
     capacity: usize,
 ) -> Result<Vec<Candidate>, KernelError> {
     check_classes(classes, spec.num_classes)?;
+    check_capacity(capacity)?;
     let mut out = vec![Candidate::default(); capacity];
     let mut count = 0u32;
     for level in levels {
@@ -149,6 +152,7 @@ pub fn yolov8_decode(
 ) -> Result<Vec<Candidate>, KernelError> {
     check_classes(classes, num_classes)?;
     let anchors = check_yolov8(pred, batch, num_classes)?;
+    check_capacity(capacity)?;
     let mut out = vec![Candidate::default(); capacity];
     let mut count = 0u32;
     // SAFETY: `check_yolov8` proved `pred` holds batch x (4 + classes) x anchors values,

@@ -113,6 +113,22 @@ pub struct ModelInput {
 }
 
 impl ModelInput {
+    /// Sides 1..=4096, a finite pad and finite, non-zero std: what the kernels can index and
+    /// divide by.
+    pub fn check(&self) -> Result<(), crate::KernelError> {
+        let bad = |why: String| Err(crate::KernelError::Input { why });
+        if !(1..=4096).contains(&self.width) || !(1..=4096).contains(&self.height) {
+            return bad(format!("model input {}x{}: each side must be 1..4096", self.width, self.height));
+        }
+        if self.std.iter().any(|s| !s.is_finite() || *s == 0.0) || self.mean.iter().any(|m| !m.is_finite()) {
+            return bad(format!("mean {:?} and std {:?} must be finite, std non-zero", self.mean, self.std));
+        }
+        if !self.pad.is_finite() {
+            return bad(format!("pad {} must be finite", self.pad));
+        }
+        Ok(())
+    }
+
     /// The kernel parameters for frames of `matrix` and `range`.
     pub fn params(&self, matrix: Matrix, range: Range) -> PreprocessParams {
         let scale = self.std.map(|s| 1.0 / s);
@@ -138,8 +154,9 @@ impl ModelInput {
             Resize::Stretch => (0, 0, self.width as i32, self.height as i32),
             Resize::Letterbox => {
                 let s = (ow / width as f64).min(oh / height as f64);
-                let w = ((width as f64 * s).round() as i32).clamp(1, self.width as i32);
-                let h = ((height as f64 * s).round() as i32).clamp(1, self.height as i32);
+                let (max_w, max_h) = ((self.width as i32).max(1), (self.height as i32).max(1));
+                let w = ((width as f64 * s).round() as i32).clamp(1, max_w);
+                let h = ((height as f64 * s).round() as i32).clamp(1, max_h);
                 ((self.width as i32 - w) / 2, (self.height as i32 - h) / 2, w, h)
             }
         }

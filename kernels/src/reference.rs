@@ -40,6 +40,8 @@ pub fn preprocess(
     matrix: Matrix,
     range: Range,
 ) -> Result<Tensor, KernelError> {
+    input.check()?;
+    crate::decode::check_batch(frames.len())?;
     let p = input.params(matrix, range);
     let (ow, oh) = (input.width as usize, input.height as usize);
     let plane = ow * oh;

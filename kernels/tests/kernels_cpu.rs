@@ -10,7 +10,7 @@ use retail_core::Detection;
 use retail_infer::{NanoDetDecoder, OutputDecoder, TensorView, YoloV8Decoder};
 use retail_kernels::reference;
 use retail_kernels::{
-    Candidate, KernelError, Matrix, NanoDetLevel, NanoDetSpec, Range, Resize, YuvFormat, YuvFrame, host,
+    Candidate, KernelError, Matrix, ModelInput, NanoDetLevel, NanoDetSpec, Range, Resize, YuvFormat, YuvFrame, host,
 };
 
 mod common;
@@ -233,4 +233,45 @@ fn decoder_inputs_that_do_not_fit_are_refused() {
     assert!(matches!(err, KernelError::TooManyCandidates { count: 16, capacity: 10 }), "{err}");
     let err = host::yolov8_decode(&[0.0; 13], 1, 2, 64, 64, &[0], 0.5, 10).unwrap_err();
     assert!(err.to_string().contains("not a batch of 1 x 6 rows"), "{err}");
+}
+
+#[test]
+fn model_inputs_and_batches_the_kernels_cannot_produce_are_refused() {
+    let planes = Planes::random(&mut Rng(5), YuvFormat::Nv12, 16, 16);
+    let frame = planes.frame();
+    for (input, why) in [
+        (ModelInput { width: 0, ..nanodet_input(Resize::Letterbox, false) }, "each side must be 1..4096"),
+        (ModelInput { height: 5000, ..nanodet_input(Resize::Stretch, false) }, "each side must be 1..4096"),
+        (ModelInput { std: [1.0, 0.0, 1.0], ..nanodet_input(Resize::Stretch, false) }, "std non-zero"),
+        (ModelInput { pad: f32::NAN, ..nanodet_input(Resize::Letterbox, false) }, "pad NaN must be finite"),
+    ] {
+        let err = host::preprocess(&[frame], &input, Matrix::Bt601, Range::Limited).unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+        let err = reference::preprocess(&[frame], &input, Matrix::Bt601, Range::Limited).unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    let input = nanodet_input(Resize::Stretch, false);
+    let err = host::preprocess(&[], &input, Matrix::Bt601, Range::Limited).unwrap_err();
+    assert!(err.to_string().contains("0 frames"), "{err}");
+    // A pitch the kernels' 32-bit indexing cannot hold, whatever the slice.
+    let huge = YuvFrame { luma_pitch: 1 << 31, ..frame };
+    let err = host::preprocess(&[huge], &input, Matrix::Bt601, Range::Limited).unwrap_err();
+    assert!(err.to_string().contains("bytes per row"), "{err}");
+}
+
+#[test]
+fn decoder_classes_must_be_distinct_and_batches_non_empty() {
+    let spec = NanoDetSpec { input_w: 32, input_h: 32, num_classes: 2, reg_max: 3 };
+    let scores = vec![0.9f32; 16 * 2];
+    let boxes = vec![0f32; 16 * 16];
+    let level = NanoDetLevel { stride: 8, scores: &scores, boxes: &boxes };
+    let err = host::nanodet_decode(&spec, &[level], 1, &[0, 0], 0.5, 100).unwrap_err();
+    assert!(err.to_string().contains("names a class twice"), "{err}");
+    let err = host::nanodet_decode(&spec, &[level], 0, &[0], 0.5, 100).unwrap_err();
+    assert!(err.to_string().contains("0 frames"), "{err}");
+    let wide = NanoDetSpec { reg_max: usize::MAX, ..spec };
+    let err = host::nanodet_decode(&wide, &[level], 1, &[0], 0.5, 100).unwrap_err();
+    assert!(err.to_string().contains("reg-max"), "{err}");
+    let err = host::yolov8_decode(&[0.0; 12], 0, 2, 64, 64, &[0], 0.5, 10).unwrap_err();
+    assert!(err.to_string().contains("0 frames"), "{err}");
 }

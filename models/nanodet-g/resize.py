@@ -30,7 +30,7 @@ for kind, src in (("file", "nanodet-g.onnx"), ("int8-file", "nanodet-g-int8.onnx
         output.type.tensor_type.shape.dim[1].dim_param = "cells"
     del model.graph.value_info[:]
     onnx.checker.check_model(model)
-    name = src.replace("nanodet-g", f"nanodet-g-{height}x{width}")
+    name = src.replace("nanodet-g", f"nanodet-g-{width}x{height}")
     path = os.path.join(out_dir, name)
     onnx.save(model, path + ".partial")
     session = ort.InferenceSession(path + ".partial", providers=["CPUExecutionProvider"])
@@ -41,11 +41,18 @@ for kind, src in (("file", "nanodet-g.onnx"), ("int8-file", "nanodet-g-int8.onnx
     os.replace(path + ".partial", path)
     names[kind] = name
 text = open(manifest).read()
-text = re.sub(r'(?m)^file = ".*"', f'file = "{names["file"]}"', text)
-text = re.sub(r'(?m)^int8-file = ".*"', f'int8-file = "{names["int8-file"]}"', text)
-text = re.sub(r"(?m)^shape = \[.*\]", f"shape = [1, 3, {height}, {width}]", text)
-text = re.sub(r'(?m)^name = "nanodet-g"', f'name = "nanodet-g-{height}x{width}"', text)
-with open(os.path.join(out_dir, "manifest.toml"), "w") as f:
-    f.write(f"# NanoDet-g at {width}x{height}, written by models/nanodet-g/resize.py\n" + text)
+for pattern, value in (
+    (r'(?m)^file = ".*"', f'file = "{names["file"]}"'),
+    (r'(?m)^int8-file = ".*"', f'int8-file = "{names["int8-file"]}"'),
+    (r"(?m)^shape = \[.*\]", f"shape = [1, 3, {height}, {width}]"),
+    (r'(?m)^name = "nanodet-g"', f'name = "nanodet-g-{width}x{height}"'),
+):
+    text, n = re.subn(pattern, value, text)
+    if n != 1:
+        sys.exit(f"{manifest}: expected one line matching {pattern}, found {n}")
 shutil.copy(os.path.join(os.path.dirname(manifest), "NOTICE"), out_dir)
+# The manifest last: its presence means the folder is complete.
+with open(os.path.join(out_dir, "manifest.toml.partial"), "w") as f:
+    f.write(f"# NanoDet-g at {width}x{height}, written by models/nanodet-g/resize.py\n" + text)
+os.replace(os.path.join(out_dir, "manifest.toml.partial"), os.path.join(out_dir, "manifest.toml"))
 print(f"{out_dir}/manifest.toml: {width}x{height}, {cells} cells")

@@ -91,7 +91,8 @@ impl TrackSide {
             return None;
         };
         let since = match self.band_run {
-            Some((s, since)) if s == sign => since,
+            // Time going backwards (a restarted source) starts the run again.
+            Some((s, since)) if s == sign && pts >= since => since,
             _ => {
                 self.band_run = Some((sign, pts));
                 pts
@@ -101,7 +102,8 @@ impl TrackSide {
         if !settled_now || self.settled || self.decided == Some(sign) {
             return None;
         }
-        self.settled = true;
+        // A first decision is not a crossing, so it leaves this visit's one settled crossing.
+        self.settled = self.decided.is_some();
         Some(sign)
     }
 }
@@ -202,6 +204,27 @@ mod tests {
         let ys = [0.3, 0.45].into_iter().chain([0.495; 20]).chain([0.505; 20]);
         let got: Vec<_> = ys.enumerate().filter_map(|(i, y)| c.observe(1, [0.5, y], at(i))).collect();
         assert_eq!(got, vec![Direction::In]);
+    }
+
+    #[test]
+    fn first_seen_in_the_band_then_stepping_over_counts() {
+        // Appears just before the line (side decided by settling, no crossing), then steps
+        // over and stops just past it: one crossing, in the same visit to the band.
+        let mut c = door();
+        let ys = std::iter::repeat_n(0.495, 20).chain(std::iter::repeat_n(0.505, 20));
+        let got: Vec<_> = ys.enumerate().filter_map(|(i, y)| c.observe(1, [0.5, y], at(i))).collect();
+        assert_eq!(got, vec![Direction::In]);
+    }
+
+    #[test]
+    fn time_going_backwards_restarts_the_settling() {
+        let mut c = door();
+        assert_eq!(c.observe(1, [0.5, 0.3], at(100)), None);
+        assert_eq!(c.observe(1, [0.5, 0.505], at(100)), None);
+        // The source restarted: time is earlier, the stay past the line counts from here.
+        assert_eq!(c.observe(1, [0.5, 0.505], at(0)), None);
+        assert_eq!(c.observe(1, [0.5, 0.505], at(5)), None);
+        assert_eq!(c.observe(1, [0.5, 0.505], at(10)), Some(Direction::In));
     }
 
     #[test]
