@@ -35,7 +35,7 @@ NVRTC_LIB = $$(echo $(RETAIL_AI_HOME)/tools/nvrtc/lib/python3*/site-packages/nvi
 
 test: setup test-services
 	cargo test --workspace --no-fail-fast
-	LD_LIBRARY_PATH=$(NVRTC_LIB) RETAIL_AI_REQUIRE_NVRTC=1 cargo test -p retail-kernels --features cuda
+	LD_LIBRARY_PATH=$(NVRTC_LIB) RETAIL_AI_REQUIRE_NVRTC=1 cargo test -p retail-kernels --features cuda --lib --test gpu
 
 lint:
 	python3 scripts/check-deploy.py

@@ -19,7 +19,7 @@ use retail_core::Event;
 use tracing::{debug, info, warn};
 
 use crate::{
-    BusConfig, BusError, EventProducer, Record, RecordConsumer, Spool, SpooledRecord, encode_event, spool_dir,
+    Backlog, BusConfig, BusError, EventProducer, Record, RecordConsumer, Spool, SpooledRecord, encode_event, spool_dir,
 };
 
 /// Error events one consumer poll reads at most (the queue is finite, but a broker that
@@ -725,6 +725,47 @@ impl RecordConsumer for KafkaConsumer {
             }
             None => Err(kafka_err(&self.brokers, &operation, "the topic does not exist")),
         }
+    }
+
+    fn backlog(&mut self) -> Result<Option<Backlog>, BusError> {
+        const ASK: Duration = Duration::from_secs(10);
+        let Some(count) = self.partition_count()? else { return Ok(None) };
+        let held = self.assigned_partitions();
+        let positions = self.consumer.position().map_err(|e| kafka_err(&self.brokers, "position", e))?;
+        let mut all = TopicPartitionList::new();
+        for p in 0..count {
+            all.add_partition(&self.topic, p);
+        }
+        let committed =
+            self.consumer.committed_offsets(all, ASK).map_err(|e| kafka_err(&self.brokers, "committed offsets", e))?;
+        let offset_in = |tpl: &TopicPartitionList, p: i32| match tpl.find_partition(&self.topic, p).map(|e| e.offset())
+        {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        };
+        let mut backlog = Backlog { held: held.len(), ..Backlog::default() };
+        for p in 0..count {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, p, ASK)
+                .map_err(|e| kafka_err(&self.brokers, "watermarks", e))?;
+            let mine = held.contains(&p);
+            // Where reading would go on: this member's position in what it holds (not yet
+            // fetched: the group's commit), the group's commit elsewhere, else the start.
+            let next = mine
+                .then(|| offset_in(&positions, p))
+                .flatten()
+                .or_else(|| offset_in(&committed, p))
+                .unwrap_or(low)
+                .max(low);
+            let left = (high - next).max(0) as u64;
+            if mine {
+                backlog.held_unread += left;
+            } else {
+                backlog.elsewhere += left;
+            }
+        }
+        Ok(Some(backlog))
     }
 
     fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), BusError> {

@@ -105,6 +105,24 @@ pub trait RecordConsumer: Send {
     fn partition_count(&self) -> Result<Option<i32>, BusError> {
         Ok(None)
     }
+    /// What is left to read (`None` where the bus does not say). Asks the broker, so it is
+    /// for when the member is idle, not for every poll.
+    fn backlog(&mut self) -> Result<Option<Backlog>, BusError> {
+        Ok(None)
+    }
+}
+
+/// Records left to read, as one group member sees them: an idle member has read its own
+/// partitions to the end, or holds none (a rebalance under way) while records are left that
+/// a member may still be reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Partitions this member holds.
+    pub held: usize,
+    /// Records after this member's read position in the partitions it holds.
+    pub held_unread: u64,
+    /// Records after the group's committed offsets in the partitions it does not hold.
+    pub elsewhere: u64,
 }
 
 /// Parsed bus URL.

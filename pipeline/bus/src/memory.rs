@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use retail_core::Event;
 
-use crate::{BusError, EventProducer, Record, RecordConsumer, encode_event, partition_for};
+use crate::{Backlog, BusError, EventProducer, Record, RecordConsumer, encode_event, partition_for};
 
 type Message = (Option<Vec<u8>>, Vec<u8>);
 
@@ -148,6 +148,19 @@ impl RecordConsumer for MemoryConsumer {
             }
             inner = cv.wait_timeout(inner, left).expect("bus lock").0;
         }
+    }
+
+    fn backlog(&mut self) -> Result<Option<Backlog>, BusError> {
+        let inner = self.bus.inner.0.lock().expect("bus lock");
+        let parts = inner.topics.get(&self.topic).map_or(&[][..], Vec::as_slice);
+        let held_unread = parts
+            .iter()
+            .zip(&self.positions)
+            .map(|(part, &pos)| {
+                (part.base_offset + part.messages.len() as i64 - pos.max(part.base_offset)).max(0) as u64
+            })
+            .sum();
+        Ok(Some(Backlog { held: self.positions.len(), held_unread, elsewhere: 0 }))
     }
 
     fn commit(&mut self, next_offsets: &[(i32, i64)]) -> Result<(), BusError> {

@@ -30,8 +30,8 @@ fn consume(brokers: &str, cfg: &BusConfig, group: &str, want: usize) -> HashMap<
     seen
 }
 
-#[test]
-fn round_trip_through_real_broker() {
+/// A broker, a spool directory and the bus config and producer for them.
+fn broker_and_producer() -> (Tansu, tempfile::TempDir, BusConfig, KafkaProducer) {
     let broker = Tansu::start();
     let spool = tempfile::tempdir().unwrap();
     let cfg = BusConfig {
@@ -39,7 +39,13 @@ fn round_trip_through_real_broker() {
         spool_dir: Some(spool.path().to_owned()),
         ..BusConfig::default()
     };
-    let mut p = KafkaProducer::open(&broker.brokers(), &cfg).unwrap();
+    let p = KafkaProducer::open(&broker.brokers(), &cfg).unwrap();
+    (broker, spool, cfg, p)
+}
+
+#[test]
+fn round_trip_through_real_broker() {
+    let (broker, _spool, cfg, mut p) = broker_and_producer();
     p.send(&events("cam-1", 0, 200)).unwrap();
     p.flush(Duration::from_secs(60)).unwrap();
     let seen = consume(&broker.brokers(), &cfg, "round-trip", 200);
@@ -123,4 +129,40 @@ fn broker_down_at_start_gets_its_topics_and_events_later() {
     p.flush(Duration::from_secs(120)).unwrap();
     let seen = consume(&broker.brokers(), &cfg, "late-topics", 50);
     assert_eq!(seen.len(), 50, "zero events lost");
+}
+
+/// What an idle aggregator asks before `--until-idle` stops it: the records left in the
+/// partitions the member holds, and, before it holds any, those past the group's commits.
+#[test]
+fn backlog_counts_what_is_left_for_the_member_and_the_group() {
+    let (broker, _spool, cfg, mut p) = broker_and_producer();
+    for cam in 0..4 {
+        p.send(&events(&format!("cam-{cam}"), cam * 1000, 50)).unwrap();
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+
+    let mut c = KafkaConsumer::open(&broker.brokers(), &cfg, "backlog").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut first = Vec::new();
+    while first.is_empty() {
+        assert!(Instant::now() < deadline, "nothing consumed");
+        first = c.poll(1, Duration::from_millis(500)).unwrap();
+    }
+    let b = c.backlog().unwrap().expect("kafka tells");
+    assert_eq!((b.held, b.held_unread, b.elsewhere), (cfg.partitions as usize, 199, 0), "{b:?}");
+    let r = &first[0];
+    c.commit(&[(r.partition, r.offset + 1)]).unwrap();
+    let mut read = 1;
+    while read < 200 {
+        assert!(Instant::now() < deadline, "read {read} of 200");
+        read += c.poll(500, Duration::from_millis(500)).unwrap().len();
+    }
+    let b = c.backlog().unwrap().unwrap();
+    assert_eq!((b.held_unread, b.elsewhere), (0, 0), "{b:?}");
+    drop(c);
+
+    // A new member before its first assignment: all but the committed record is left.
+    let mut next = KafkaConsumer::open(&broker.brokers(), &cfg, "backlog").unwrap();
+    let b = next.backlog().unwrap().unwrap();
+    assert_eq!((b.held, b.held_unread, b.elsewhere), (0, 0, 199), "{b:?}");
 }

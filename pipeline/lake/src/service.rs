@@ -177,10 +177,13 @@ pub async fn run(
         if let Some(held) = consumer.assignment() {
             agg.retain_partitions(&held);
         }
-        // Joining a consumer group takes a few seconds: idleness before the first record only
-        // counts after a grace period.
-        let stopping = matches!(stop, StopWhen::Idle(d)
-            if records.is_empty() && idle >= d && (seen_any || started.elapsed() >= join_grace.max(d)));
+        let stopping = match stop {
+            StopWhen::Idle(d) if records.is_empty() && idle >= d => {
+                let waits = IdleWaits { quiet: d, session: Duration::from_secs(bus.session_timeout_s) };
+                waits.done(consumer, idle, seen_any || started.elapsed() >= join_grace.max(d))
+            }
+            _ => false,
+        };
         write_closed(&mut agg, store, stopping, idle_flush, &mut stats).await?;
         agg.forget_written(config.lateness_s as i64 * 1_000_000 + REMEMBER_WRITTEN_US, FORGET_QUIET_STREAM);
         // Only now, with everything before these offsets durable, may the group move on.
@@ -196,6 +199,50 @@ pub async fn run(
         if stopping {
             info!(?stats, "idle: everything written, stopping");
             return Ok(stats);
+        }
+    }
+}
+
+/// When an idle `--until-idle` run is done. Idleness alone is not enough in a group: a
+/// rebalance leaves a member without records for longer than a session timeout, and a member
+/// that stopped then would leave the rest of its partitions unread until the next run.
+struct IdleWaits {
+    /// The `--until-idle` time.
+    quiet: Duration,
+    session: Duration,
+}
+
+impl IdleWaits {
+    /// `legacy` is the answer for a bus that cannot tell its backlog: whether the member read
+    /// something, or waited long enough to have joined.
+    fn done(&self, consumer: &mut dyn RecordConsumer, idle: Duration, legacy: bool) -> bool {
+        // A dead member's partitions come free after its session times out and one rebalance;
+        // a member left out of a rebalance rejoins after backoffs of 2, 4 and 8 sessions.
+        let others = self.quiet + 2 * self.session;
+        let at_most = (16 * self.session + Duration::from_secs(10)).max(self.quiet);
+        match consumer.backlog() {
+            Ok(None) => legacy,
+            // Its own partitions read to the end: done, unless records are left elsewhere that
+            // nobody may be reading (a member killed before its session ran out).
+            Ok(Some(b)) if b.held > 0 => b.held_unread == 0 && (b.elsewhere == 0 || idle >= others),
+            Ok(Some(b)) if b.elsewhere == 0 || idle >= at_most => {
+                if b.elsewhere > 0 {
+                    warn!(
+                        left = b.elsewhere,
+                        idle_s = idle.as_secs(),
+                        "stopping with records left that no member read"
+                    );
+                }
+                true
+            }
+            Ok(Some(b)) => {
+                debug!(left = b.elsewhere, "idle without partitions while the group has records left: waiting");
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot tell what is left to read");
+                idle >= at_most
+            }
         }
     }
 }

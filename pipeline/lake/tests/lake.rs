@@ -547,3 +547,84 @@ async fn a_window_passed_by_its_watermark_is_not_reopened_after_a_restart() {
     let l = query(&store, "acme", "SELECT count(*) FROM late_events").await.unwrap();
     assert_eq!(l[0].column(0).as_primitive::<Int64Type>().value(0), 1);
 }
+
+/// A group member whose partitions are taken away by a rebalance after `polls` polls and
+/// given back `gap` later, as a broker does when a member joins or a dead one expires. While
+/// it holds none it polls nothing, and what it read but did not commit comes again.
+struct Rebalanced {
+    bus: MemoryBus,
+    cfg: BusConfig,
+    group: String,
+    inner: retail_bus::MemoryConsumer,
+    polls: usize,
+    gap: Duration,
+    taken: Option<std::time::Instant>,
+}
+
+impl Rebalanced {
+    fn in_gap(&self) -> bool {
+        self.taken.is_some_and(|t| t.elapsed() < self.gap)
+    }
+}
+
+impl RecordConsumer for Rebalanced {
+    fn poll(&mut self, max: usize, timeout: Duration) -> Result<Vec<Record>, retail_bus::BusError> {
+        if self.polls == 0 && self.taken.is_none() {
+            self.taken = Some(std::time::Instant::now());
+        }
+        if self.in_gap() {
+            std::thread::sleep(timeout.min(Duration::from_millis(50)));
+            return Ok(Vec::new());
+        }
+        if self.taken.is_some_and(|t| t.elapsed() >= self.gap) && self.polls == 0 {
+            // Given back: reading resumes at the group's commit.
+            self.inner = self.bus.consumer(&self.cfg.topic, &self.group);
+            self.polls = usize::MAX;
+        }
+        self.polls = self.polls.saturating_sub(1);
+        self.inner.poll(max, timeout)
+    }
+
+    fn commit(&mut self, next: &[(i32, i64)]) -> Result<(), retail_bus::BusError> {
+        self.inner.commit(next)
+    }
+
+    fn assignment(&self) -> Option<Vec<i32>> {
+        Some(if self.in_gap() { Vec::new() } else { (0..self.cfg.partitions).collect() })
+    }
+
+    fn backlog(&mut self) -> Result<Option<retail_bus::Backlog>, retail_bus::BusError> {
+        if !self.in_gap() {
+            return self.inner.backlog();
+        }
+        let committed = self.bus.consumer(&self.cfg.topic, &self.group).backlog()?.unwrap_or_default();
+        Ok(Some(retail_bus::Backlog { held: 0, held_unread: 0, elsewhere: committed.held_unread }))
+    }
+}
+
+/// `--until-idle` in a consumer group: a rebalance that leaves the member without partitions
+/// for longer than the idle time does not end the run with the rest of the topic unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_longer_than_the_idle_time_does_not_end_an_until_idle_run() {
+    let Local { dir: _dir, store, bus, cfg } = Local::new(3);
+    let cfg = BusConfig { partitions: 3, ..cfg };
+    let events = synthetic();
+    bus.producer(&cfg.topic).send(&events).unwrap();
+    let lake = lake_config(store.url());
+    let mut c = Rebalanced {
+        inner: bus.consumer(&cfg.topic, &lake.group),
+        bus: bus.clone(),
+        cfg: cfg.clone(),
+        group: lake.group.clone(),
+        polls: 2,
+        gap: Duration::from_millis(1500),
+        taken: None,
+    };
+    let stats = run(&lake, &cfg, &mut c, &mut bus.producer("x"), &store, StopWhen::Idle(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert!(stats.records > 100, "{stats:?}");
+    for tenant in ["acme", "globex"] {
+        assert_eq!(totals(&store, tenant).await, truth(&events, tenant), "{tenant}: {stats:?}");
+    }
+}
