@@ -36,12 +36,14 @@ NVRTC_LIB = $$(echo $(RETAIL_AI_HOME)/tools/nvrtc/lib/python3*/site-packages/nvi
 test: setup test-services
 	cargo test --workspace --no-fail-fast
 	LD_LIBRARY_PATH=$(NVRTC_LIB) RETAIL_AI_REQUIRE_NVRTC=1 cargo test -p retail-kernels --features cuda --lib --test gpu
+	cargo test -p retail-infer --features tensorrt --lib --test accelerator
 
 lint:
 	python3 scripts/check-deploy.py
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p retail-kernels --all-targets --features cuda -- -D warnings
+	cargo clippy -p retail-infer --all-targets --features tensorrt -- -D warnings
 
 bench: build test-services
 	$(CARGO_TARGET_DIR)/debug/throughput --reps 3

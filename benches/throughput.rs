@@ -87,7 +87,8 @@ fn e2e_fps(path: &Path, workers: usize, precision: Precision) -> anyhow::Result<
 fn infer_fps(path: &Path, model: &ModelChoice, frames: usize, workers: usize) -> anyhow::Result<f64> {
     let mut src = FileSource::open(path, model.source_spec("bench".into(), false), &Default::default())?;
     let frame = src.next_frame()?.context("no frame")?;
-    let mut detectors = (0..workers).map(|_| model.load_detector(1)).collect::<Result<Vec<_>, _>>()?;
+    let mut detectors =
+        (0..workers).map(|_| model.load_detector(1, &retail_infer::Accelerator::Cpu)).collect::<Result<Vec<_>, _>>()?;
     for d in &mut detectors {
         d.detect(&frame.pixels)?; // warm-up
     }

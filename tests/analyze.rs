@@ -234,6 +234,16 @@ fn os(s: &str) -> &std::ffi::OsStr {
     std::ffi::OsStr::new(s)
 }
 
+/// A GPU asked for where there is none is an error naming it, not a silent CPU run.
+#[test]
+fn tensorrt_backend_where_it_cannot_run_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gpu.toml");
+    std::fs::write(&cfg, "[detector]\nbackend = \"tensorrt\"\n").unwrap();
+    let vtest = media("vtest.avi");
+    expect_failure(&[os("--config"), cfg.as_os_str(), vtest.as_os_str()], &["TensorRT", "detector.backend"]);
+}
+
 #[test]
 fn missing_file() {
     expect_failure(&[os("/nonexistent/store.mp4")], &["/nonexistent/store.mp4", "No such file"]);

@@ -738,6 +738,15 @@ impl RecordConsumer for KafkaConsumer {
         }
         let committed =
             self.consumer.committed_offsets(all, ASK).map_err(|e| kafka_err(&self.brokers, "committed offsets", e))?;
+        // A partition whose commit could not be read would count as unread from its start.
+        if let Some(Err(e)) = committed
+            .elements()
+            .iter()
+            .map(rdkafka::topic_partition_list::TopicPartitionListElem::error)
+            .find(Result::is_err)
+        {
+            return Err(kafka_err(&self.brokers, "committed offsets", e));
+        }
         let offset_in = |tpl: &TopicPartitionList, p: i32| match tpl.find_partition(&self.topic, p).map(|e| e.offset())
         {
             Some(Offset::Offset(o)) => Some(o),

@@ -76,7 +76,9 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Stop after this many seconds without new events, having written everything
-        /// (batch mode); default: run until killed.
+        /// (batch mode); default: run until killed. In a consumer group it also waits while
+        /// records are left that a rebalance may hand it: up to two session timeouts after
+        /// the group's backlog last moved, or 16 and 10 s while it holds no partition.
         #[arg(long, value_name = "SECONDS")]
         until_idle: Option<u64>,
     },

@@ -1,6 +1,5 @@
-//! The inference seam: N frames (of any streams) in, N detection lists out. ONNX Runtime on
-//! the CPU is the implementation today; a GPU backend (TensorRT) plugs in behind the same
-//! trait.
+//! The inference seam: N frames (of any streams) in, N detection lists out. ONNX Runtime is
+//! the implementation, on the CPU or (feature `tensorrt`) in TensorRT; see [`crate::Accelerator`].
 
 use retail_core::Detection;
 
@@ -22,7 +21,7 @@ pub trait InferenceBackend: Send {
 
 impl InferenceBackend for Detector {
     fn name(&self) -> &str {
-        "onnxruntime-cpu"
+        self.backend_name()
     }
 
     fn max_batch(&self) -> usize {

@@ -20,14 +20,19 @@ pub enum BackendKind {
     /// ONNX Runtime on the CPU, one single-threaded session per worker.
     #[default]
     OnnxruntimeCpu,
+    /// ONNX Runtime's TensorRT and CUDA execution providers on `gpu-device` (a build with
+    /// feature `tensorrt` and ONNX Runtime's GPU build); an error where they are missing.
+    Tensorrt,
 }
 
 /// `[detector]` section of the analysis config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DetectorConfig {
-    /// `onnxruntime-cpu` (default; the GPU backend will be `tensorrt`).
+    /// `onnxruntime-cpu` (default) or `tensorrt`.
     pub backend: BackendKind,
+    /// CUDA device the `tensorrt` backend runs on.
+    pub gpu_device: u32,
     /// Model manifest; unset means the bundled NanoDet-g manifest.
     pub manifest: Option<PathBuf>,
     /// Model file; unset means the manifest's file for `precision`, next to the manifest or
@@ -59,6 +64,7 @@ impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
             backend: BackendKind::default(),
+            gpu_device: 0,
             manifest: None,
             model: None,
             precision: Precision::default(),

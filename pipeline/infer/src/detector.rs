@@ -5,7 +5,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 use retail_core::Detection;
 
-use crate::{InferError, Manifest, Normalizer, OutputDecoder, TensorView, decoder_for, nms};
+use crate::{Accelerator, InferError, Manifest, Normalizer, OutputDecoder, TensorView, decoder_for, nms};
 
 /// One ONNX Runtime session with its preprocessing and decoding: frame in, detections out.
 ///
@@ -29,6 +29,8 @@ pub struct Detector {
     min_score: f32,
     nms_iou: f32,
     candidates: Vec<Detection>,
+    /// Where it runs, for logs (`onnxruntime-cpu`, `tensorrt`).
+    backend: &'static str,
 }
 
 impl Detector {
@@ -41,6 +43,18 @@ impl Detector {
         classes: Vec<u32>,
         min_score: f32,
         nms_iou: f32,
+    ) -> Result<Self, InferError> {
+        Self::load_on(manifest, model_path, threads, classes, (min_score, nms_iou), &Accelerator::Cpu)
+    }
+
+    /// [`load`](Self::load) on `accelerator`; `(min_score, nms_iou)` as there.
+    pub fn load_on(
+        manifest: &Manifest,
+        model_path: &Path,
+        threads: usize,
+        classes: Vec<u32>,
+        (min_score, nms_iou): (f32, f32),
+        accelerator: &Accelerator,
     ) -> Result<Self, InferError> {
         let env = crate::runtime::environment()?;
         if !model_path.is_file() {
@@ -55,6 +69,8 @@ impl Detector {
             .map_err(|e| session_err(e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| session_err(e.to_string()))?
+            .with_execution_providers(accelerator.providers(per_frame_input(manifest))?)
+            .map_err(|e| InferError::Accelerator { provider: accelerator.name(), reason: e.to_string() })?
             .commit_from_file(model_path)
             .map_err(|e| session_err(e.to_string()))?;
 
@@ -100,6 +116,7 @@ impl Detector {
             nms_iou,
             session,
             candidates: Vec::new(),
+            backend: accelerator.name(),
         })
     }
 
@@ -124,6 +141,11 @@ impl Detector {
     /// Bytes of packed 8-bit pixels one frame must have.
     pub fn frame_bytes(&self) -> usize {
         self.frame_len
+    }
+
+    /// Where it runs: `onnxruntime-cpu` or `tensorrt`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend
     }
 
     pub fn model_path(&self) -> &Path {
@@ -203,4 +225,11 @@ impl Detector {
         }
         Ok(())
     }
+}
+
+/// The model input's name and per-frame shape (C, H, W) from the manifest.
+fn per_frame_input(manifest: &Manifest) -> (&str, [i64; 3]) {
+    let s = &manifest.input.shape;
+    let dim = |i: usize| s.get(i).copied().unwrap_or(0);
+    (manifest.input.name.as_str(), [dim(1), dim(2), dim(3)])
 }

@@ -21,6 +21,9 @@ pub enum InferError {
     /// ONNX Runtime rejected the model or failed while running it.
     #[error("ONNX Runtime, model {}: {reason}", path.display())]
     Session { path: PathBuf, reason: String },
+    /// A GPU execution provider was asked for and cannot be used.
+    #[error("{provider} was asked for (detector.backend) and cannot be used: {reason}")]
+    Accelerator { provider: &'static str, reason: String },
     /// A frame does not have the size the model input needs.
     #[error("frame has {got} bytes, the model input needs {expected}")]
     FrameSize { got: usize, expected: usize },

@@ -7,6 +7,7 @@
 
 #![cfg_attr(not(test), deny(unused_crate_dependencies))]
 
+mod accelerator;
 mod backend;
 mod config;
 mod decode;
@@ -17,6 +18,7 @@ mod nms;
 mod preprocess;
 mod runtime;
 
+pub use accelerator::{Accelerator, TensorRtOptions};
 pub use backend::InferenceBackend;
 pub use config::{BackendKind, DetectorConfig, Precision};
 pub use decode::{NanoDetDecoder, OutputDecoder, TensorView, YoloV8Decoder, decoder_for};

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use retail_bus::{BusConfig, EventProducer, Record, RecordConsumer, decode_event};
+use retail_bus::{Backlog, BusConfig, EventProducer, Record, RecordConsumer, decode_event};
 use retail_core::Event;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -133,6 +133,10 @@ pub async fn run(
     let join_grace = Duration::from_secs(4 * bus.session_timeout_s + 10);
     let mut last_record = Instant::now();
     let mut seen_any = false;
+    let mut waits = match stop {
+        StopWhen::Idle(_) => Some(IdleWaits::new(Duration::from_secs(bus.session_timeout_s))),
+        StopWhen::Never => None,
+    };
     let idle_flush = Duration::from_secs(config.idle_flush_s);
     let bounds = TimeBounds {
         future_us: config.max_future_skew_s.saturating_mul(1_000_000),
@@ -177,10 +181,9 @@ pub async fn run(
         if let Some(held) = consumer.assignment() {
             agg.retain_partitions(&held);
         }
-        let stopping = match stop {
-            StopWhen::Idle(d) if records.is_empty() && idle >= d => {
-                let waits = IdleWaits { quiet: d, session: Duration::from_secs(bus.session_timeout_s) };
-                waits.done(consumer, idle, seen_any || started.elapsed() >= join_grace.max(d))
+        let stopping = match (stop, waits.as_mut()) {
+            (StopWhen::Idle(d), Some(waits)) if records.is_empty() && idle >= d => {
+                waits.done(consumer, seen_any || started.elapsed() >= join_grace.max(d), Instant::now())
             }
             _ => false,
         };
@@ -207,43 +210,81 @@ pub async fn run(
 /// rebalance leaves a member without records for longer than a session timeout, and a member
 /// that stopped then would leave the rest of its partitions unread until the next run.
 struct IdleWaits {
-    /// The `--until-idle` time.
-    quiet: Duration,
     session: Duration,
+    /// The last backlog the bus told, and since when it has not changed.
+    seen: Option<(Backlog, Instant)>,
+    asked: Option<Instant>,
+    /// Since when asking has failed.
+    failing: Option<Instant>,
 }
 
 impl IdleWaits {
-    /// `legacy` is the answer for a bus that cannot tell its backlog: whether the member read
-    /// something, or waited long enough to have joined.
-    fn done(&self, consumer: &mut dyn RecordConsumer, idle: Duration, legacy: bool) -> bool {
+    /// The broker is asked at most this often while idle.
+    const ASK_EVERY: Duration = Duration::from_secs(1);
+
+    fn new(session: Duration) -> Self {
+        IdleWaits { session, seen: None, asked: None, failing: None }
+    }
+
+    /// Whether a member idle for the `--until-idle` time is done. `legacy` is the
+    /// answer for a bus that cannot tell its backlog: whether the member read something, or
+    /// waited long enough to have joined.
+    fn done(&mut self, consumer: &mut dyn RecordConsumer, legacy: bool, now: Instant) -> bool {
+        if self.asked.is_some_and(|t| now.saturating_duration_since(t) < Self::ASK_EVERY) {
+            return false;
+        }
+        self.asked = Some(now);
+        let backlog = match consumer.backlog() {
+            Ok(None) => return legacy,
+            Ok(Some(b)) => Ok(b),
+            Err(e) => Err(e),
+        };
+        self.decide(backlog, now)
+    }
+
+    fn decide(&mut self, backlog: Result<Backlog, retail_bus::BusError>, now: Instant) -> bool {
         // A dead member's partitions come free after its session times out and one rebalance;
         // a member left out of a rebalance rejoins after backoffs of 2, 4 and 8 sessions.
-        let others = self.quiet + 2 * self.session;
-        let at_most = (16 * self.session + Duration::from_secs(10)).max(self.quiet);
-        match consumer.backlog() {
-            Ok(None) => legacy,
-            // Its own partitions read to the end: done, unless records are left elsewhere that
-            // nobody may be reading (a member killed before its session ran out).
-            Ok(Some(b)) if b.held > 0 => b.held_unread == 0 && (b.elsewhere == 0 || idle >= others),
-            Ok(Some(b)) if b.elsewhere == 0 || idle >= at_most => {
-                if b.elsewhere > 0 {
-                    warn!(
-                        left = b.elsewhere,
-                        idle_s = idle.as_secs(),
-                        "stopping with records left that no member read"
-                    );
-                }
-                true
-            }
-            Ok(Some(b)) => {
-                debug!(left = b.elsewhere, "idle without partitions while the group has records left: waiting");
-                false
-            }
+        let (others, at_most) = (2 * self.session, 16 * self.session + Duration::from_secs(10));
+        let b = match backlog {
+            Ok(b) => b,
             Err(e) => {
-                warn!(error = %e, "cannot tell what is left to read");
-                idle >= at_most
+                // The broker away: as long as anything else that does not move.
+                let since = *self.failing.get_or_insert(now);
+                warn!(error = %e, failing_s = now.saturating_duration_since(since).as_secs(), "cannot tell what is left to read");
+                return now.saturating_duration_since(since) >= at_most;
             }
+        };
+        self.failing = None;
+        // How long nothing has moved: what is left, and who holds it.
+        let steady = match self.seen {
+            Some((prev, since)) if prev == b => now.saturating_duration_since(since),
+            _ => {
+                self.seen = Some((b, now));
+                Duration::ZERO
+            }
+        };
+        let done = match b {
+            // Its own partitions read to the end, and nothing left elsewhere, or nothing moved
+            // there for two sessions (a member killed before its session ran out holds them).
+            Backlog { held: 1.., held_unread: 0, elsewhere } => elsewhere == 0 || steady >= others,
+            Backlog { held: 0, elsewhere: 0, .. } => true,
+            // Records left that no poll brings (a rebalance under way, a partition that keeps
+            // failing): waited for, but not for ever.
+            _ => steady >= at_most,
+        };
+        if done && (b.held_unread > 0 || b.elsewhere > 0) {
+            warn!(
+                held = b.held,
+                left_in_held = b.held_unread,
+                left_elsewhere = b.elsewhere,
+                unchanged_s = steady.as_secs(),
+                "stopping with records left that no member read; the next run reads them"
+            );
+        } else if !done {
+            debug!(?b, "idle, but records are left for the group: waiting");
         }
+        done
     }
 }
 
@@ -377,5 +418,80 @@ impl DeadLetters {
             }
         }
         self.pending.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SESSION: Duration = Duration::from_secs(10);
+
+    fn left(held: usize, held_unread: u64, elsewhere: u64) -> Option<Backlog> {
+        Some(Backlog { held, held_unread, elsewhere })
+    }
+
+    /// `decide` at each (seconds from the first check, backlog or `None` for a failure to
+    /// ask); the first time it says done.
+    fn first_done(steps: &[(u64, Option<Backlog>)]) -> Option<u64> {
+        let (t0, mut w) = (Instant::now(), IdleWaits::new(SESSION));
+        let asked = |b: Option<Backlog>| {
+            b.ok_or_else(|| retail_bus::BusError::Url { url: "kafka://x".into(), reason: "down".into() })
+        };
+        steps.iter().find(|(s, b)| w.decide(asked(*b), t0 + Duration::from_secs(*s))).map(|(s, _)| *s)
+    }
+
+    #[test]
+    fn done_at_once_when_nothing_is_left() {
+        assert_eq!(first_done(&[(0, left(3, 0, 0))]), Some(0));
+        assert_eq!(first_done(&[(0, left(0, 0, 0))]), Some(0), "an empty topic");
+    }
+
+    #[test]
+    fn records_elsewhere_wait_until_nothing_moved_for_two_sessions() {
+        // A peer's uncommitted tail, or a killed member's partitions not yet handed over.
+        let steps: Vec<_> = (0..40).map(|s| (s, left(3, 0, 500))).collect();
+        assert_eq!(first_done(&steps), Some(20));
+        // The count moving (a peer committing, a rebalance) restarts the wait.
+        let moving: Vec<_> = (0..60).map(|s| (s, left(3, 0, if s < 15 { 500 } else { 200 }))).collect();
+        assert_eq!(first_done(&moving), Some(35));
+    }
+
+    #[test]
+    fn a_member_without_partitions_waits_for_the_group_but_not_for_ever() {
+        let rebalance: Vec<_> = (0..200).map(|s| (s, if s < 30 { left(0, 0, 900) } else { left(6, 0, 0) })).collect();
+        assert_eq!(first_done(&rebalance), Some(30));
+        let never: Vec<_> = (0..400).map(|s| (s, left(0, 0, 900))).collect();
+        assert_eq!(first_done(&never), Some(170), "16 sessions and 10 s");
+    }
+
+    #[test]
+    fn a_partition_that_never_delivers_and_a_broker_away_end_the_wait_too() {
+        let stuck: Vec<_> = (0..400).map(|s| (s, left(3, 40, 0))).collect();
+        assert_eq!(first_done(&stuck), Some(170));
+        let away: Vec<_> = (0..400).map(|s| (s, None)).collect();
+        assert_eq!(first_done(&away), Some(170));
+    }
+
+    #[test]
+    fn the_broker_is_asked_at_most_once_a_second() {
+        struct Counting(usize);
+        impl RecordConsumer for Counting {
+            fn poll(&mut self, _: usize, _: Duration) -> Result<Vec<Record>, retail_bus::BusError> {
+                Ok(Vec::new())
+            }
+            fn commit(&mut self, _: &[(i32, i64)]) -> Result<(), retail_bus::BusError> {
+                Ok(())
+            }
+            fn backlog(&mut self) -> Result<Option<Backlog>, retail_bus::BusError> {
+                self.0 += 1;
+                Ok(Some(Backlog { held: 0, held_unread: 0, elsewhere: 1 }))
+            }
+        }
+        let (t0, mut w, mut c) = (Instant::now(), IdleWaits::new(SESSION), Counting(0));
+        for ms in (0..3000).step_by(100) {
+            assert!(!w.done(&mut c, true, t0 + Duration::from_millis(ms)));
+        }
+        assert_eq!(c.0, 3);
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use retail_core::Detection;
-use retail_infer::{BackendKind, InferError, InferenceBackend};
+use retail_infer::{InferError, InferenceBackend};
 use retail_ingest::{FrameSource, IngestError, VideoFrame};
 use tracing::{info, warn};
 
@@ -119,10 +119,9 @@ impl Engine {
     pub fn from_config(config: &Config, model: &ModelChoice) -> Result<Self, RuntimeError> {
         let d = &config.detector;
         let mut backends: Vec<Box<dyn InferenceBackend>> = Vec::new();
+        let accelerator = ModelChoice::accelerator(config, d.batch_size);
         for _ in 0..d.resolved_workers() {
-            backends.push(match d.backend {
-                BackendKind::OnnxruntimeCpu => Box::new(model.load_detector(d.batch_size)?),
-            });
+            backends.push(Box::new(model.load_detector(d.batch_size, &accelerator)?));
         }
         let per_call = backends[0].max_batch();
         if per_call < d.batch_size {

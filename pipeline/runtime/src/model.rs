@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use retail_core::StreamId;
-use retail_infer::{Detector, InferError, Manifest};
+use retail_infer::{Accelerator, Detector, InferError, Manifest, Precision, TensorRtOptions};
 use retail_ingest::{PixelOrder, SourceSpec};
 
 use crate::{Config, RuntimeError};
@@ -43,19 +43,34 @@ impl ModelChoice {
         Ok(ModelChoice { min_score: d.min_score.min(score_threshold), manifest, model_path, score_threshold, nms_iou })
     }
 
-    /// One single-threaded ONNX Runtime session taking up to `batch` frames per call (1 for a
-    /// fixed-batch model).
-    pub fn load_detector(&self, batch: usize) -> Result<Detector, InferError> {
-        let mut d = Detector::load(
+    /// One single-threaded ONNX Runtime session on `accelerator`, taking up to `batch` frames
+    /// per call (1 for a fixed-batch model).
+    pub fn load_detector(&self, batch: usize, accelerator: &Accelerator) -> Result<Detector, InferError> {
+        let mut d = Detector::load_on(
             &self.manifest,
             &self.model_path,
             1,
             vec![self.manifest.labels.person],
-            self.min_score,
-            self.nms_iou,
+            (self.min_score, self.nms_iou),
+            accelerator,
         )?;
         d.set_max_batch(batch);
         Ok(d)
+    }
+
+    /// Where the config's `detector.backend` runs the model.
+    pub fn accelerator(config: &Config, batch: usize) -> Accelerator {
+        let d = &config.detector;
+        match d.backend {
+            retail_infer::BackendKind::OnnxruntimeCpu => Accelerator::Cpu,
+            retail_infer::BackendKind::Tensorrt => Accelerator::TensorRt(TensorRtOptions {
+                device: d.gpu_device.min(i32::MAX as u32) as i32,
+                // The quantised model's Q/DQ layers run in INT8; the float one in FP16.
+                int8: d.precision == Precision::Int8,
+                max_batch: batch,
+                ..TensorRtOptions::default()
+            }),
+        }
     }
 
     pub fn source_spec(&self, stream: StreamId, display: bool) -> SourceSpec {
