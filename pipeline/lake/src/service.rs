@@ -133,10 +133,7 @@ pub async fn run(
     let join_grace = Duration::from_secs(4 * bus.session_timeout_s + 10);
     let mut last_record = Instant::now();
     let mut seen_any = false;
-    let mut waits = match stop {
-        StopWhen::Idle(_) => Some(IdleWaits::new(Duration::from_secs(bus.session_timeout_s))),
-        StopWhen::Never => None,
-    };
+    let mut waits = IdleWaits::new(Duration::from_secs(bus.session_timeout_s));
     let idle_flush = Duration::from_secs(config.idle_flush_s);
     let bounds = TimeBounds {
         future_us: config.max_future_skew_s.saturating_mul(1_000_000),
@@ -181,8 +178,8 @@ pub async fn run(
         if let Some(held) = consumer.assignment() {
             agg.retain_partitions(&held);
         }
-        let stopping = match (stop, waits.as_mut()) {
-            (StopWhen::Idle(d), Some(waits)) if records.is_empty() && idle >= d => {
+        let stopping = match stop {
+            StopWhen::Idle(d) if records.is_empty() && idle >= d => {
                 waits.done(consumer, seen_any || started.elapsed() >= join_grace.max(d), Instant::now())
             }
             _ => false,
@@ -234,12 +231,10 @@ impl IdleWaits {
             return false;
         }
         self.asked = Some(now);
-        let backlog = match consumer.backlog() {
-            Ok(None) => return legacy,
-            Ok(Some(b)) => Ok(b),
-            Err(e) => Err(e),
-        };
-        self.decide(backlog, now)
+        match consumer.backlog().transpose() {
+            None => legacy,
+            Some(backlog) => self.decide(backlog, now),
+        }
     }
 
     fn decide(&mut self, backlog: Result<Backlog, retail_bus::BusError>, now: Instant) -> bool {
