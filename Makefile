@@ -37,13 +37,14 @@ test: setup test-services
 	cargo test --workspace --no-fail-fast
 	LD_LIBRARY_PATH=$(NVRTC_LIB) RETAIL_AI_REQUIRE_NVRTC=1 cargo test -p retail-kernels --features cuda --lib --test gpu
 	cargo test -p retail-infer --features tensorrt --lib --test accelerator
+	cargo test -p retail-runtime --features tensorrt --lib model::
 
 lint:
 	python3 scripts/check-deploy.py
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p retail-kernels --all-targets --features cuda -- -D warnings
-	cargo clippy -p retail-infer --all-targets --features tensorrt -- -D warnings
+	cargo clippy -p retail-infer -p retail-kernels -p retail-runtime --all-targets --features retail-runtime/tensorrt -- -D warnings
 
 bench: build test-services
 	$(CARGO_TARGET_DIR)/debug/throughput --reps 3

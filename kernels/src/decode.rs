@@ -38,7 +38,18 @@ pub fn check_batch(batch: usize) -> Result<(), KernelError> {
 impl NanoDetSpec {
     /// Cells and grid width of the level at `stride`, after checking the level's sizes.
     pub fn check_level(&self, level: &NanoDetLevel<'_>, batch: usize) -> Result<(usize, usize), KernelError> {
-        let what = format!("level stride {}", level.stride);
+        self.check_level_lengths(level.stride, (level.scores.len(), level.boxes.len()), batch)
+    }
+
+    /// As [`check_level`](Self::check_level), for outputs known by their lengths (in device
+    /// memory): `(scores, boxes)` values.
+    pub fn check_level_lengths(
+        &self,
+        stride: u32,
+        (scores_len, boxes_len): (usize, usize),
+        batch: usize,
+    ) -> Result<(usize, usize), KernelError> {
+        let what = format!("level stride {stride}");
         check_batch(batch)?;
         if !(1..=4096).contains(&self.input_w) || !(1..=4096).contains(&self.input_h) {
             let why = format!("input {}x{}: each side must be 1..4096", self.input_w, self.input_h);
@@ -48,7 +59,7 @@ impl NanoDetSpec {
             let why = format!("{} classes and reg-max {}: at most 4096 and 255", self.num_classes, self.reg_max);
             return Err(KernelError::Decoder { what, why });
         }
-        let s = level.stride;
+        let s = stride;
         if s == 0 || !self.input_w.is_multiple_of(s) || !self.input_h.is_multiple_of(s) {
             return Err(KernelError::Decoder {
                 what,
@@ -63,13 +74,11 @@ impl NanoDetSpec {
             let why = format!("{scores} scores in one launch: at most {}", i32::MAX);
             return Err(KernelError::Decoder { what, why });
         }
-        if level.scores.len() != scores || level.boxes.len() != boxes {
+        if scores_len != scores || boxes_len != boxes {
             return Err(KernelError::Decoder {
                 what,
                 why: format!(
-                    "{} scores and {} box values, expected {scores} and {boxes} for a batch of {batch}",
-                    level.scores.len(),
-                    level.boxes.len()
+                    "{scores_len} scores and {boxes_len} box values, expected {scores} and {boxes} for a batch of {batch}"
                 ),
             });
         }
@@ -103,6 +112,11 @@ pub fn check_classes(classes: &[u32], num_classes: usize) -> Result<(), KernelEr
 
 /// Checks a YOLOv8 output `[batch, 4 + classes, anchors]`; returns the anchor count.
 pub fn check_yolov8(pred: &[f32], batch: usize, num_classes: usize) -> Result<usize, KernelError> {
+    check_yolov8_length(pred.len(), batch, num_classes)
+}
+
+/// As [`check_yolov8`], for an output known by its length (in device memory).
+pub fn check_yolov8_length(len: usize, batch: usize, num_classes: usize) -> Result<usize, KernelError> {
     check_batch(batch)?;
     if !(1..=4096).contains(&num_classes) {
         return Err(KernelError::Decoder {
@@ -111,11 +125,11 @@ pub fn check_yolov8(pred: &[f32], batch: usize, num_classes: usize) -> Result<us
         });
     }
     let rows = 4 + num_classes;
-    if !pred.len().is_multiple_of(batch * rows) || pred.is_empty() || pred.len() > i32::MAX as usize {
+    if !len.is_multiple_of(batch * rows) || len == 0 || len > i32::MAX as usize {
         return Err(KernelError::Decoder {
             what: "yolov8 predictions".into(),
-            why: format!("{} values are not a batch of {batch} x {rows} rows x anchors", pred.len()),
+            why: format!("{len} values are not a batch of {batch} x {rows} rows x anchors"),
         });
     }
-    Ok(pred.len() / (batch * rows))
+    Ok(len / (batch * rows))
 }

@@ -26,6 +26,15 @@ pub enum KernelError {
     /// NVRTC rejected a kernel source.
     #[error("compiling kernel source `{kernel}` for {arch}: {log}")]
     Compile { kernel: &'static str, arch: String, log: String },
+    /// The model could not be opened or does not match its manifest.
+    #[error("{source}")]
+    Infer {
+        #[source]
+        source: retail_infer::InferError,
+    },
+    /// ONNX Runtime failed to allocate, bind or run the model's tensors.
+    #[error("ONNX Runtime {what} for {path}: {reason}")]
+    Runtime { what: &'static str, path: std::path::PathBuf, reason: String },
     /// A CUDA driver call failed.
     #[cfg(feature = "cuda")]
     #[error("CUDA {what}: {source}")]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 
-use crate::decode::{NanoDetLevel, NanoDetSpec, check_capacity, check_classes, check_yolov8};
+use crate::decode::{NanoDetLevel, NanoDetSpec, check_capacity, check_classes, check_yolov8, check_yolov8_length};
 use crate::reference::Tensor;
 use crate::{
     Candidate, FrameDesc, KERNELS, KernelError, KernelSource, Matrix, ModelInput, PreprocessParams, Range, YuvFrame,
@@ -82,6 +82,7 @@ fn driver(what: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> Ker
 
 /// The kernels loaded on one GPU, with a stream to run them on.
 pub struct Gpu {
+    ordinal: usize,
     stream: Arc<CudaStream>,
     yuv_to_tensor: CudaFunction,
     nanodet: CudaFunction,
@@ -107,7 +108,12 @@ impl Gpu {
         let [yuv_to_tensor, nanodet, yolov8]: [CudaFunction; 3] = functions
             .try_into()
             .map_err(|_| KernelError::Decoder { what: "kernels".into(), why: "entry points".into() })?;
-        Ok(Gpu { stream: ctx.default_stream(), yuv_to_tensor, nanodet, yolov8 })
+        Ok(Gpu { ordinal, stream: ctx.default_stream(), yuv_to_tensor, nanodet, yolov8 })
+    }
+
+    /// The device's CUDA ordinal.
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {
@@ -168,23 +174,37 @@ impl Gpu {
         range: Range,
         out: &mut CudaSlice<T>,
     ) -> Result<(), KernelError> {
-        // The parameters come from the checked input, never from the caller.
-        let p = frames.input.params(matrix, range);
-        let element = if p.half != 0 { 2 } else { 4 };
-        let n = frames.len * frames.input.frame_len();
-        if std::mem::size_of::<T>() != element || out.len() < n {
-            return Err(KernelError::Decoder {
-                what: "preprocess output".into(),
-                why: format!("needs {n} elements of {element} bytes for the model input the frames were placed for"),
-            });
-        }
-        let cfg = grid(frames.input.width * frames.input.height, frames.len);
+        let (p, cfg) = preprocess_launch(frames, matrix, range, std::mem::size_of::<T>(), out.len())?;
         // SAFETY: `frames` owns the device planes its descriptors point to (checked on upload
         // for the sizes the kernel reads); `out` holds the batch's elements of the width the
         // kernel writes, checked above.
         unsafe { self.stream.launch_builder(&self.yuv_to_tensor).arg(&frames.descs).arg(&p).arg(out).launch(cfg) }
             .map_err(driver("launch"))?;
         Ok(())
+    }
+
+    /// As [`preprocess_into`](Self::preprocess_into), into device memory this crate does not
+    /// own (a tensor ONNX Runtime allocated): `len` elements of `element` bytes at `out`.
+    /// Returns once the kernel has finished, so the frames may be dropped and another
+    /// stream may read `out`.
+    ///
+    /// # Safety
+    /// `out` must be the address of at least `len` elements of `element` bytes in device
+    /// memory of this GPU's primary context, valid and not written by other work until this
+    /// returns.
+    pub unsafe fn preprocess_at(
+        &self,
+        frames: &DeviceFrames,
+        matrix: Matrix,
+        range: Range,
+        (out, len, element): (u64, usize, usize),
+    ) -> Result<(), KernelError> {
+        let (p, cfg) = preprocess_launch(frames, matrix, range, element, len)?;
+        // SAFETY: as in `preprocess_into`; the caller vouches for `out` holding `len`
+        // elements of `element` bytes, which `preprocess_launch` checked cover the batch.
+        unsafe { self.stream.launch_builder(&self.yuv_to_tensor).arg(&frames.descs).arg(&p).arg(&out).launch(cfg) }
+            .map_err(driver("launch"))?;
+        self.stream.synchronize().map_err(driver("synchronize"))
     }
 
     fn address<T>(&self, s: &CudaSlice<T>) -> u64 {
@@ -220,6 +240,76 @@ impl Gpu {
             // `capacity` candidates and counts the rest.
             unsafe { b.launch(grid(cells as u32, batch)) }.map_err(driver("launch"))?;
         }
+        self.candidates(&out, &count, capacity)
+    }
+
+    /// As [`nanodet_decode`](Self::nanodet_decode), reading outputs where they are in device
+    /// memory (bound outputs of a session on this GPU): no copy to the host but the candidates.
+    ///
+    /// # Safety
+    /// Each level's addresses must hold its stated number of f32 values in device memory of
+    /// this GPU's primary context, written before this call (their stream synchronised) and
+    /// valid until it returns.
+    pub unsafe fn nanodet_decode_at(
+        &self,
+        spec: &NanoDetSpec,
+        levels: &[DeviceLevel],
+        batch: usize,
+        (classes, min_score, capacity): (&[u32], f32, usize),
+    ) -> Result<Vec<Candidate>, KernelError> {
+        check_classes(classes, spec.num_classes)?;
+        check_capacity(capacity)?;
+        // Every level is checked before the first launch: an error must not leave a kernel
+        // reading the caller's memory after this returns.
+        let grids = levels
+            .iter()
+            .map(|l| spec.check_level_lengths(l.stride, (l.scores_len, l.boxes_len), batch))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (mut out, mut count, dev_classes) = self.candidate_buffers(classes, capacity)?;
+        for (level, (cells, grid_w)) in levels.iter().zip(grids) {
+            let (cells_i, gw, stride) = (cells as i32, grid_w as i32, level.stride as i32);
+            let (nc, rm, ncls) = (spec.num_classes as i32, spec.reg_max as i32, classes.len() as i32);
+            let (iw, ih, cap) = (spec.input_w as f32, spec.input_h as f32, capacity as u32);
+            let mut b = self.stream.launch_builder(&self.nanodet);
+            b.arg(&level.scores).arg(&level.boxes).arg(&cells_i).arg(&gw).arg(&stride).arg(&nc).arg(&rm);
+            b.arg(&dev_classes).arg(&ncls).arg(&min_score).arg(&iw).arg(&ih).arg(&mut out).arg(&mut count).arg(&cap);
+            // SAFETY: the caller vouches for the addresses holding the stated lengths, which
+            // `check_level_lengths` proved are batch x cells rows of the sizes the kernel
+            // reads; classes are in range; at most `capacity` candidates are written.
+            if let Err(e) = unsafe { b.launch(grid(cells as u32, batch)) } {
+                // Earlier levels may still be running on the caller's memory.
+                let _ = self.stream.synchronize();
+                return Err(KernelError::Driver { what: "launch", source: e });
+            }
+        }
+        self.candidates(&out, &count, capacity)
+    }
+
+    /// As [`yolov8_decode`](Self::yolov8_decode), reading the output where it is in device
+    /// memory: `(address, values)`.
+    ///
+    /// # Safety
+    /// As [`nanodet_decode_at`](Self::nanodet_decode_at), for the one output.
+    pub unsafe fn yolov8_decode_at(
+        &self,
+        (pred, pred_len): (u64, usize),
+        batch: usize,
+        (num_classes, input_w, input_h): (usize, u32, u32),
+        (classes, min_score, capacity): (&[u32], f32, usize),
+    ) -> Result<Vec<Candidate>, KernelError> {
+        check_classes(classes, num_classes)?;
+        let anchors = check_yolov8_length(pred_len, batch, num_classes)?;
+        check_capacity(capacity)?;
+        let (mut out, mut count, dev_classes) = self.candidate_buffers(classes, capacity)?;
+        let (a, nc, ncls) = (anchors as i32, num_classes as i32, classes.len() as i32);
+        let (iw, ih, cap) = (input_w as f32, input_h as f32, capacity as u32);
+        let mut b = self.stream.launch_builder(&self.yolov8);
+        b.arg(&pred).arg(&a).arg(&nc).arg(&dev_classes).arg(&ncls).arg(&min_score).arg(&iw).arg(&ih);
+        b.arg(&mut out).arg(&mut count).arg(&cap);
+        // SAFETY: the caller vouches for `pred` holding `pred_len` values, which
+        // `check_yolov8_length` proved are batch x (4 + classes) x anchors; classes are in
+        // range; at most `capacity` candidates are written.
+        unsafe { b.launch(grid(anchors as u32, batch)) }.map_err(driver("launch"))?;
         self.candidates(&out, &count, capacity)
     }
 
@@ -278,6 +368,38 @@ impl Gpu {
         all.truncate(n);
         Ok(all)
     }
+}
+
+/// A NanoDet level's outputs in device memory: addresses and lengths in f32 values.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceLevel {
+    pub stride: u32,
+    pub scores: u64,
+    pub scores_len: usize,
+    pub boxes: u64,
+    pub boxes_len: usize,
+}
+
+/// The preprocessing kernel's parameters and grid for `frames`, after checking that an output
+/// of `len` elements of `element` bytes holds the batch. The parameters come from the checked
+/// input the frames were placed for, never from the caller.
+fn preprocess_launch(
+    frames: &DeviceFrames,
+    matrix: Matrix,
+    range: Range,
+    element: usize,
+    len: usize,
+) -> Result<(PreprocessParams, LaunchConfig), KernelError> {
+    let p = frames.input.params(matrix, range);
+    let want = if p.half != 0 { 2 } else { 4 };
+    let n = frames.len * frames.input.frame_len();
+    if element != want || len < n {
+        return Err(KernelError::Decoder {
+            what: "preprocess output".into(),
+            why: format!("needs {n} elements of {want} bytes for the model input the frames were placed for"),
+        });
+    }
+    Ok((p, grid(frames.input.width * frames.input.height, frames.len)))
 }
 
 fn grid(work: u32, items: usize) -> LaunchConfig {

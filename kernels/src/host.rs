@@ -69,6 +69,12 @@ pub(crate) fn describe(f: &YuvFrame<'_>, input: &ModelInput) -> FrameDesc {
     }
 }
 
+/// A tensor to preprocess into: f32 values or f16 bit patterns.
+pub enum TensorMut<'a> {
+    F32(&'a mut [f32]),
+    F16(&'a mut [u16]),
+}
+
 /// Runs the preprocessing kernel's body on the CPU.
 pub fn preprocess(
     frames: &[YuvFrame<'_>],
@@ -76,24 +82,49 @@ pub fn preprocess(
     matrix: Matrix,
     range: Range,
 ) -> Result<Tensor, KernelError> {
+    let n = frames.len() * input.frame_len();
+    let mut out = if input.half { Tensor::F16(vec![0u16; n]) } else { Tensor::F32(vec![0f32; n]) };
+    let view = match &mut out {
+        Tensor::F32(v) => TensorMut::F32(v),
+        Tensor::F16(v) => TensorMut::F16(v),
+    };
+    preprocess_into(frames, input, matrix, range, view)?;
+    Ok(out)
+}
+
+/// Runs the preprocessing kernel's body on the CPU into `out`, which must hold the batch's
+/// elements (batch x 3 x height x width) of the width `input.half` says.
+pub fn preprocess_into(
+    frames: &[YuvFrame<'_>],
+    input: &ModelInput,
+    matrix: Matrix,
+    range: Range,
+    out: TensorMut<'_>,
+) -> Result<(), KernelError> {
     input.check()?;
     crate::decode::check_batch(frames.len())?;
     for (i, f) in frames.iter().enumerate() {
         f.check(i)?;
     }
+    let n = frames.len() * input.frame_len();
+    let (out_ptr, len, half) = match out {
+        TensorMut::F32(v) => (v.as_mut_ptr().cast::<c_void>(), v.len(), false),
+        TensorMut::F16(v) => (v.as_mut_ptr().cast::<c_void>(), v.len(), true),
+    };
+    if len != n || half != input.half {
+        let kind = if input.half { "f16" } else { "f32" };
+        return Err(KernelError::Input {
+            why: format!("the output holds {len} elements, the batch needs {n} of {kind}"),
+        });
+    }
     let descs: Vec<FrameDesc> = frames.iter().map(|f| describe(f, input)).collect();
     let p = input.params(matrix, range);
-    let n = frames.len() * input.frame_len();
-    let mut out = if input.half { Tensor::F16(vec![0u16; n]) } else { Tensor::F32(vec![0f32; n]) };
-    let out_ptr = match &mut out {
-        Tensor::F32(v) => v.as_mut_ptr().cast::<c_void>(),
-        Tensor::F16(v) => v.as_mut_ptr().cast::<c_void>(),
-    };
     // SAFETY: every frame passed `check`, so each plane holds the rows and pitches the kernel
     // indexes (it clamps sample positions to the frame); `descs` points into slices borrowed
-    // for this call; `out` has batch x 3 x out_h x out_w elements of the width `half` selects.
+    // for this call; `out` has batch x 3 x out_h x out_w elements of the width `half`
+    // selects, checked above.
     unsafe { rai_host_yuv_to_tensor(descs.as_ptr(), frames.len() as u32, &p, out_ptr) };
-    Ok(out)
+    Ok(())
 }
 
 /// Runs the NanoDet decoder kernel's body on the CPU over every level.

@@ -27,6 +27,8 @@ pub enum Matrix {
     Bt601,
     /// HD video (ITU-R BT.709).
     Bt709,
+    /// UHD video (ITU-R BT.2020, non-constant luminance).
+    Bt2020,
 }
 
 /// Y in 16..235 and chroma in 16..240 (video), or the full 0..255 (JPEG-style).
@@ -173,6 +175,7 @@ pub fn yuv_to_rgb(matrix: Matrix, range: Range) -> ([f32; 9], f32) {
     let (kr, kb) = match matrix {
         Matrix::Bt601 => (0.299f64, 0.114f64),
         Matrix::Bt709 => (0.2126, 0.0722),
+        Matrix::Bt2020 => (0.2627, 0.0593),
     };
     let kg = 1.0 - kr - kb;
     let (ys, cs, y_offset) = match range {

@@ -9,6 +9,7 @@
 //! ([`reference`] for preprocessing, the pipeline's decoders for decoding).
 
 mod decode;
+pub mod detect;
 mod error;
 mod frame;
 pub mod host;
@@ -20,6 +21,7 @@ mod source;
 pub mod gpu;
 
 pub use decode::{NanoDetLevel, NanoDetSpec};
+pub use detect::{DecodeLimits, DecodeSettings, HostKernels, TensorDevice, YuvDetector};
 pub use error::KernelError;
 pub use frame::YuvFrame;
 pub use layout::{Candidate, FrameDesc, Matrix, ModelInput, PreprocessParams, Range, Resize, YuvFormat, yuv_to_rgb};

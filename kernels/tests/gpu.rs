@@ -111,15 +111,7 @@ fn gpu_decoding_finds_the_host_emulation_s_candidates() {
     let mut rng = Rng(3);
     let spec = NanoDetSpec { input_w: 416, input_h: 416, num_classes: 80, reg_max: 10 };
     let batch = 4;
-    let levels: Vec<(u32, Vec<f32>, Vec<f32>)> = [8u32, 16, 32]
-        .iter()
-        .map(|&s| {
-            let cells = ((416 / s) * (416 / s)) as usize;
-            let scores = (0..batch * cells * 80).map(|_| rng.unit().powi(8)).collect();
-            let boxes = (0..batch * cells * 44).map(|_| rng.unit() * 8.0 - 4.0).collect();
-            (s, scores, boxes)
-        })
-        .collect();
+    let levels = random_levels(&mut rng, batch);
     let views: Vec<NanoDetLevel<'_>> =
         levels.iter().map(|(s, sc, bx)| NanoDetLevel { stride: *s, scores: sc, boxes: bx }).collect();
     let key = |c: &retail_kernels::Candidate| (c.item, c.class_id, (c.x1 * 1e4) as i64, (c.y1 * 1e4) as i64);
@@ -133,4 +125,119 @@ fn gpu_decoding_finds_the_host_emulation_s_candidates() {
         let d = [(g.x1, w.x1), (g.y1, w.y1), (g.x2, w.x2), (g.y2, w.y2), (g.score, w.score)];
         assert!(d.iter().all(|(a, b)| (a - b).abs() <= 1e-5) && g.item == w.item, "{g:?} vs {w:?}");
     }
+}
+
+/// The device address of a buffer this test owns.
+fn address<T>(gpu: &Gpu, s: &cudarc::driver::CudaSlice<T>) -> u64 {
+    use cudarc::driver::DevicePtr;
+    s.device_ptr(gpu.stream()).0
+}
+
+#[test]
+fn gpu_preprocessing_into_memory_the_crate_does_not_own_matches_its_own_buffers() {
+    let Some(gpu) = device() else { return };
+    let mut rng = Rng(0xfeed_0002);
+    let planes: Vec<Planes> =
+        [(1920, 1080), (640, 360)].iter().map(|&(w, h)| Planes::random(&mut rng, YuvFormat::Nv12, w, h)).collect();
+    let frames: Vec<_> = planes.iter().map(Planes::frame).collect();
+    for half in [false, true] {
+        let input = nanodet_input(Resize::Letterbox, half);
+        let want = gpu.preprocess(&frames, &input, Matrix::Bt709, Range::Limited).unwrap();
+        let placed = gpu.upload(&frames, &input).unwrap();
+        let n = frames.len() * input.frame_len();
+        let element = if half { 2 } else { 4 };
+        // As ONNX Runtime's allocation would be: raw device bytes.
+        let out = gpu.stream().alloc_zeros::<u8>(n * element).unwrap();
+        let at = address(&gpu, &out);
+        // SAFETY: (test) `out` holds n elements of `element` bytes on this device.
+        let short = unsafe { gpu.preprocess_at(&placed, Matrix::Bt709, Range::Limited, (at, n - 1, element)) };
+        assert!(short.is_err(), "a buffer one element short must be refused");
+        // SAFETY: (test) as above.
+        unsafe { gpu.preprocess_at(&placed, Matrix::Bt709, Range::Limited, (at, n, element)) }.unwrap();
+        let bytes = gpu.stream().clone_dtoh(&out).unwrap();
+        let got = if half {
+            reference::Tensor::F16(bytes.chunks(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect())
+        } else {
+            reference::Tensor::F32(bytes.chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+        };
+        assert_close(&got, &want, &format!("preprocess_at half={half}"));
+    }
+}
+
+#[test]
+fn gpu_decoding_outputs_left_on_the_device_finds_what_decoding_host_copies_finds() {
+    let Some(gpu) = device() else { return };
+    let mut rng = Rng(5);
+    let spec = NanoDetSpec { input_w: 416, input_h: 416, num_classes: 80, reg_max: 10 };
+    let batch = 3;
+    let levels = random_levels(&mut rng, batch);
+    let views: Vec<NanoDetLevel<'_>> =
+        levels.iter().map(|(s, sc, bx)| NanoDetLevel { stride: *s, scores: sc, boxes: bx }).collect();
+    let on_device: Vec<_> = levels
+        .iter()
+        .map(|(_, sc, bx)| (gpu.stream().clone_htod(sc).unwrap(), gpu.stream().clone_htod(bx).unwrap()))
+        .collect();
+    let device_levels: Vec<gpu::DeviceLevel> = levels
+        .iter()
+        .zip(&on_device)
+        .map(|((s, sc, bx), (dsc, dbx))| gpu::DeviceLevel {
+            stride: *s,
+            scores: address(&gpu, dsc),
+            scores_len: sc.len(),
+            boxes: address(&gpu, dbx),
+            boxes_len: bx.len(),
+        })
+        .collect();
+    let key = |c: &retail_kernels::Candidate| (c.item, c.class_id, (c.x1 * 1e4) as i64, (c.y1 * 1e4) as i64);
+    // SAFETY: (test) the addresses hold the stated f32 counts, uploaded and alive.
+    let mut got = unsafe { gpu.nanodet_decode_at(&spec, &device_levels, batch, (&[0], 0.35, 1 << 16)) }.unwrap();
+    let mut want = gpu.nanodet_decode(&spec, &views, batch, &[0], 0.35, 1 << 16).unwrap();
+    got.sort_by_key(key);
+    want.sort_by_key(key);
+    assert!(!want.is_empty());
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!(g.item == w.item && g.x1 == w.x1 && g.y2 == w.y2 && g.score == w.score, "{g:?} vs {w:?}");
+    }
+    let mut short = device_levels.clone();
+    short[1].boxes_len -= 1;
+    // SAFETY: (test) the lengths are checked before any launch; this one must be refused.
+    let err = unsafe { gpu.nanodet_decode_at(&spec, &short, batch, (&[0], 0.35, 1 << 16)) }.unwrap_err();
+    assert!(err.to_string().contains("level stride 16"), "{err}");
+
+    // YOLOv8: [batch, 4 + classes, anchors] left on the device.
+    let (classes, anchors) = (3usize, 500usize);
+    let pred: Vec<f32> = (0..batch * (4 + classes) * anchors)
+        .map(|i| if (i / anchors) % (4 + classes) < 4 { rng.unit() * 400.0 } else { rng.unit() })
+        .collect();
+    let dev_pred = gpu.stream().clone_htod(&pred).unwrap();
+    // SAFETY: (test) as above, for the one output.
+    let mut got = unsafe {
+        gpu.yolov8_decode_at(
+            (address(&gpu, &dev_pred), pred.len()),
+            batch,
+            (classes, 416, 416),
+            (&[0, 2], 0.5, 1 << 16),
+        )
+    }
+    .unwrap();
+    let mut want = gpu.yolov8_decode(&pred, batch, classes, 416, 416, &[0, 2], 0.5, 1 << 16).unwrap();
+    got.sort_by_key(key);
+    want.sort_by_key(key);
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+}
+
+/// NanoDet outputs for a 416x416 input, 80 classes, reg-max 10: sparse high scores, random
+/// box distributions, per stride.
+fn random_levels(rng: &mut Rng, batch: usize) -> Vec<(u32, Vec<f32>, Vec<f32>)> {
+    [8u32, 16, 32]
+        .iter()
+        .map(|&s| {
+            let cells = ((416 / s) * (416 / s)) as usize;
+            let scores = (0..batch * cells * 80).map(|_| rng.unit().powi(8)).collect();
+            let boxes = (0..batch * cells * 44).map(|_| rng.unit() * 8.0 - 4.0).collect();
+            (s, scores, boxes)
+        })
+        .collect()
 }

@@ -166,6 +166,26 @@ pub struct Detection {
 /// Presentation timestamp in nanoseconds from the start of the stream.
 pub type PtsNs = u64;
 
+/// How a YUV picture's values map to RGB (from the video's colorimetry): the matrix, and
+/// whether values use the full 0..255 (JPEG-style) or the video range (Y 16..235).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct YuvColour {
+    pub matrix: YuvMatrix,
+    pub full_range: bool,
+}
+
+/// The YUV -> RGB matrix of a video.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum YuvMatrix {
+    /// SD video (ITU-R BT.601), and what a video that says nothing is taken to use.
+    #[default]
+    Bt601,
+    /// HD video (ITU-R BT.709).
+    Bt709,
+    /// UHD video (ITU-R BT.2020, non-constant luminance).
+    Bt2020,
+}
+
 pub fn pts_seconds(pts: PtsNs) -> f64 {
     pts as f64 / 1e9
 }

@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::TensorRef;
+use ort::value::{TensorElementType, TensorRef};
 use retail_core::Detection;
 
 use crate::{Accelerator, InferError, Manifest, Normalizer, OutputDecoder, TensorView, decoder_for, nms};
@@ -56,48 +56,9 @@ impl Detector {
         (min_score, nms_iou): (f32, f32),
         accelerator: &Accelerator,
     ) -> Result<Self, InferError> {
-        let env = crate::runtime::environment()?;
-        if !model_path.is_file() {
-            return Err(InferError::ModelMissing { path: model_path.to_owned(), hint: "file does not exist".into() });
-        }
-        let session_err = |reason: String| InferError::Session { path: model_path.to_owned(), reason };
-        let session = Session::builder(env)
-            .map_err(|e| session_err(e.to_string()))?
-            .with_intra_threads(threads.max(1))
-            .map_err(|e| session_err(e.to_string()))?
-            .with_inter_threads(1)
-            .map_err(|e| session_err(e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| session_err(e.to_string()))?
-            .with_execution_providers(accelerator.providers(per_frame_input(manifest))?)
-            .map_err(|e| InferError::Accelerator { provider: accelerator.name(), reason: e.to_string() })?
-            .commit_from_file(model_path)
-            .map_err(|e| session_err(e.to_string()))?;
-
-        let mismatch = |reason: String| InferError::ModelMismatch { path: model_path.to_owned(), reason };
+        let ModelSession { session, dynamic_batch, decoder, .. } =
+            open_session(manifest, model_path, threads, accelerator)?;
         let want = &manifest.input.shape;
-        let input = session.inputs().iter().find(|i| i.name() == manifest.input.name).ok_or_else(|| {
-            mismatch(format!(
-                "input `{}` not found (model inputs: {})",
-                manifest.input.name,
-                session.inputs().iter().map(|i| i.name().to_owned()).collect::<Vec<_>>().join(", ")
-            ))
-        })?;
-        let got: Vec<i64> = input.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
-        let dynamic_batch = got.first().is_some_and(|b| *b < 0);
-        if got.len() != want.len() || got.iter().zip(want).any(|(g, w)| *g >= 0 && g != w) {
-            return Err(mismatch(format!("input `{}` has shape {got:?}, manifest says {want:?}", manifest.input.name)));
-        }
-        let decoder = decoder_for(manifest);
-        let shape_of = |name: &str| -> Option<Vec<i64>> {
-            session
-                .outputs()
-                .iter()
-                .find(|o| o.name() == name)
-                .map(|o| o.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default())
-        };
-        decoder.check_shapes(&shape_of).map_err(mismatch)?;
-
         let input_shape = [1, want[1], want[2], want[3]];
         let frame_len = (want[1] * want[2] * want[3]) as usize;
         Ok(Detector {
@@ -225,6 +186,69 @@ impl Detector {
         }
         Ok(())
     }
+}
+
+/// A session checked against its manifest: input name and shape, outputs the decoder reads.
+pub struct ModelSession {
+    pub session: Session,
+    /// Whether the model's batch dimension is dynamic (a batch is one call).
+    pub dynamic_batch: bool,
+    /// Whether the model takes f16 input (else f32).
+    pub half_input: bool,
+    pub decoder: Box<dyn OutputDecoder>,
+}
+
+/// Opens `model_path` on `accelerator` and checks it against the manifest: the input's name
+/// and shape, and every output the manifest's decoder reads, with its shape.
+pub fn open_session(
+    manifest: &Manifest,
+    model_path: &Path,
+    threads: usize,
+    accelerator: &Accelerator,
+) -> Result<ModelSession, InferError> {
+    let env = crate::runtime::environment()?;
+    if !model_path.is_file() {
+        return Err(InferError::ModelMissing { path: model_path.to_owned(), hint: "file does not exist".into() });
+    }
+    let session_err = |reason: String| InferError::Session { path: model_path.to_owned(), reason };
+    let session = Session::builder(env)
+        .map_err(|e| session_err(e.to_string()))?
+        .with_intra_threads(threads.max(1))
+        .map_err(|e| session_err(e.to_string()))?
+        .with_inter_threads(1)
+        .map_err(|e| session_err(e.to_string()))?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|e| session_err(e.to_string()))?
+        .with_execution_providers(accelerator.providers(per_frame_input(manifest))?)
+        .map_err(|e| InferError::Accelerator { provider: accelerator.name(), reason: e.to_string() })?
+        .commit_from_file(model_path)
+        .map_err(|e| session_err(e.to_string()))?;
+
+    let mismatch = |reason: String| InferError::ModelMismatch { path: model_path.to_owned(), reason };
+    let want = &manifest.input.shape;
+    let input = session.inputs().iter().find(|i| i.name() == manifest.input.name).ok_or_else(|| {
+        mismatch(format!(
+            "input `{}` not found (model inputs: {})",
+            manifest.input.name,
+            session.inputs().iter().map(|i| i.name().to_owned()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let got: Vec<i64> = input.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
+    let dynamic_batch = got.first().is_some_and(|b| *b < 0);
+    if got.len() != want.len() || got.iter().zip(want).any(|(g, w)| *g >= 0 && g != w) {
+        return Err(mismatch(format!("input `{}` has shape {got:?}, manifest says {want:?}", manifest.input.name)));
+    }
+    let half_input = input.dtype().tensor_type() == Some(TensorElementType::Float16);
+    let decoder = decoder_for(manifest);
+    let shape_of = |name: &str| -> Option<Vec<i64>> {
+        session
+            .outputs()
+            .iter()
+            .find(|o| o.name() == name)
+            .map(|o| o.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default())
+    };
+    decoder.check_shapes(&shape_of).map_err(mismatch)?;
+    Ok(ModelSession { session, dynamic_batch, half_input, decoder })
 }
 
 /// The model input's name and per-frame shape (C, H, W) from the manifest.

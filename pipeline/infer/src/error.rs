@@ -27,6 +27,9 @@ pub enum InferError {
     /// A frame does not have the size the model input needs.
     #[error("frame has {got} bytes, the model input needs {expected}")]
     FrameSize { got: usize, expected: usize },
+    /// Another backend (the GPU kernels) failed; `backend` names it.
+    #[error("{backend}: {reason}")]
+    Backend { backend: String, reason: String },
     /// An output tensor has a shape the decoder cannot read.
     #[error("output `{output}` has shape {shape:?}, expected {expected}")]
     OutputShape { output: String, shape: Vec<i64>, expected: String },

@@ -19,10 +19,10 @@ mod preprocess;
 mod runtime;
 
 pub use accelerator::{Accelerator, TensorRtOptions};
-pub use backend::InferenceBackend;
+pub use backend::{FrameRef, InferenceBackend};
 pub use config::{BackendKind, DetectorConfig, Precision};
 pub use decode::{NanoDetDecoder, OutputDecoder, TensorView, YoloV8Decoder, decoder_for};
-pub use detector::Detector;
+pub use detector::{Detector, ModelSession, open_session};
 pub use error::InferError;
 pub use manifest::{ChannelOrder, DecoderSpec, InputSpec, LevelSpec, Manifest, Thresholds};
 pub use nms::nms;

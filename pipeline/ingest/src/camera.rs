@@ -22,8 +22,8 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 use serde::{Deserialize, Serialize};
 
-use crate::source::{error_text, link_video_only, pack_rows};
-use crate::{Backpressure, CameraUrl, FrameSource, IngestError, PixelOrder, SourceSpec, VideoFrame, VideoInfo};
+use crate::source::{error_text, link_video_only};
+use crate::{Backpressure, CameraUrl, FrameSource, IngestError, SourceSpec, VideoFrame, VideoInfo};
 
 /// How RTP reaches us from the camera.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -312,12 +312,7 @@ impl LiveCamera {
         }
         self.last_pts_ns = Some(pts_ns);
         let map = buffer.map_readable().map_err(|e| e.to_string())?;
-        let pixels = pack_rows(
-            map.as_slice(),
-            vinfo.stride()[0] as usize,
-            self.spec.width as usize * 3,
-            self.spec.height as usize,
-        );
+        let crate::source::Packed { pixels, width, height, colour } = self.spec.order.pack(map.as_slice(), &vinfo)?;
         let index = self.next_index;
         self.next_index += 1;
         self.monitor.update(|h| {
@@ -333,6 +328,9 @@ impl LiveCamera {
             pts_ns,
             duration_ns: buffer.duration().map(gst::ClockTime::nseconds),
             pixels,
+            width,
+            height,
+            colour,
             display: None,
         })
     }
@@ -418,20 +416,14 @@ struct Connection {
 
 impl Connection {
     fn open(settings: &CameraSettings, spec: &SourceSpec) -> Result<Self, String> {
-        let format = match spec.order {
-            PixelOrder::Bgr => "BGR",
-            PixelOrder::Rgb => "RGB",
-        };
-        let (w, h) = (spec.width, spec.height);
         // Frames beyond the analysis rate are dropped right after decoding, before scaling.
         let rate = settings
             .analysis_fps
             .map_or_else(String::new, |fps| format!("videorate drop-only=true max-rate={fps} name=head ! "));
         let head = if rate.is_empty() { "scale" } else { "head" };
         let desc = format!(
-            "uridecodebin name=dec caps=video/x-raw  {rate}videoscale name=scale ! \
-             video/x-raw,width={w},height={h} ! videoconvert ! video/x-raw,format={format},width={w},height={h} ! \
-             appsink name=model max-buffers=2 drop=true sync=false"
+            "uridecodebin name=dec caps=video/x-raw  {rate}{} ! appsink name=model max-buffers=2 drop=true sync=false",
+            spec.order.model_branch((spec.width, spec.height))
         );
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| format!("cannot build the pipeline: {e}"))?
@@ -586,6 +578,7 @@ fn describe_error(err: &gst::message::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PixelOrder;
 
     #[test]
     fn transports_map_to_rtspsrc_protocols() {

@@ -6,15 +6,85 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use retail_core::StreamId;
+use retail_core::{StreamId, YuvColour, YuvMatrix};
 
 use crate::{IngestConfig, IngestError};
 
-/// Channel order of the packed 8-bit frames handed to the model.
+/// Layout of the frames handed to the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PixelOrder {
+    /// Packed 8-bit BGR at the spec's size.
     Bgr,
+    /// Packed 8-bit RGB at the spec's size.
     Rgb,
+    /// Planar YUV 4:2:0 at the video's own size (cropped to even sides): Y, then U, then V,
+    /// rows packed, chroma planes half the size. For the GPU kernels, which resize and
+    /// convert on the device; the spec's size is not used.
+    I420,
+}
+
+impl PixelOrder {
+    /// The branch from the decoder to the model's appsink: scaled and converted by
+    /// GStreamer for packed frames, only converted for I420. Its first element is `scale`.
+    pub(crate) fn model_branch(self, (w, h): (u32, u32)) -> String {
+        let format = match self {
+            PixelOrder::Bgr => "BGR",
+            PixelOrder::Rgb => "RGB",
+            PixelOrder::I420 => return "videoscale name=scale ! videoconvert ! video/x-raw,format=I420".into(),
+        };
+        // Scale first, in the decoder's format (no format in the first caps), then convert.
+        format!(
+            "videoscale name=scale ! video/x-raw,width={w},height={h} ! videoconvert ! \
+             video/x-raw,format={format},width={w},height={h}"
+        )
+    }
+
+    /// A mapped sample's picture, rows packed. I420 is cropped to even sides (an odd last
+    /// row or column dropped), as the GPU kernels sample chroma in 2x2 blocks.
+    pub(crate) fn pack(self, data: &[u8], info: &gst_video::VideoInfo) -> Result<Packed, String> {
+        let (w, h) = (info.width() as usize, info.height() as usize);
+        let colour = yuv_colour(info);
+        let plane = |p: usize, row: usize, rows: usize| -> Result<Vec<u8>, String> {
+            let (offset, stride) = (info.offset()[p], info.stride()[p] as usize);
+            let end = offset + stride * rows.saturating_sub(1) + row;
+            let at = data.get(offset..).filter(|_| rows == 0 || end <= data.len()).ok_or_else(|| {
+                format!("buffer of {} bytes is too short for plane {p} of a {w}x{h} frame", data.len())
+            })?;
+            Ok(pack_rows(at, stride, row, rows))
+        };
+        match self {
+            PixelOrder::Bgr | PixelOrder::Rgb => {
+                Ok(Packed { pixels: plane(0, w * 3, h)?, width: w as u32, height: h as u32, colour })
+            }
+            PixelOrder::I420 => {
+                let (w, h) = (w & !1, h & !1);
+                let mut pixels = plane(0, w, h)?;
+                pixels.extend(plane(1, w / 2, h / 2)?);
+                pixels.extend(plane(2, w / 2, h / 2)?);
+                Ok(Packed { pixels, width: w as u32, height: h as u32, colour })
+            }
+        }
+    }
+}
+
+/// A decoded picture, packed.
+pub(crate) struct Packed {
+    pub pixels: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub colour: YuvColour,
+}
+
+/// The video's YUV colorimetry, as GStreamer negotiated it (it fills in a default for video
+/// that does not say).
+pub(crate) fn yuv_colour(info: &gst_video::VideoInfo) -> YuvColour {
+    let c = info.colorimetry();
+    let matrix = match c.matrix() {
+        gst_video::VideoColorMatrix::Bt709 => YuvMatrix::Bt709,
+        gst_video::VideoColorMatrix::Bt2020 => YuvMatrix::Bt2020,
+        _ => YuvMatrix::Bt601,
+    };
+    YuvColour { matrix, full_range: c.range() == gst_video::VideoColorRange::Range0_255 }
 }
 
 /// What a source should produce.
@@ -66,8 +136,14 @@ pub struct VideoFrame {
     pub index: u64,
     pub pts_ns: u64,
     pub duration_ns: Option<u64>,
-    /// `width * height * 3` bytes, packed rows, in the spec's channel order.
+    /// The picture in the spec's [`PixelOrder`], rows packed: `width * height * 3` bytes of
+    /// BGR or RGB, or the three planes of I420.
     pub pixels: Vec<u8>,
+    /// Size of the picture in `pixels`: the spec's, or the video's own for I420.
+    pub width: u32,
+    pub height: u32,
+    /// The decoded video's YUV colorimetry (what I420 `pixels` are in).
+    pub colour: YuvColour,
     pub display: Option<DisplayFrame>,
 }
 
@@ -107,16 +183,7 @@ impl FileSource {
                 return Err(IngestError::MissingElement { element: element.into() });
             }
         }
-        let format = match spec.order {
-            PixelOrder::Bgr => "BGR",
-            PixelOrder::Rgb => "RGB",
-        };
-        let (w, h) = (spec.width, spec.height);
-        // Scale first, in the decoder's format (no format in the first caps), then convert.
-        let model_branch = format!(
-            "videoscale name=scale ! video/x-raw,width={w},height={h} ! videoconvert ! \
-             video/x-raw,format={format},width={w},height={h} ! appsink name=model"
-        );
+        let model_branch = format!("{} ! appsink name=model", spec.order.model_branch((spec.width, spec.height)));
         // decodebin stops at raw video; other streams (audio, subtitles) come out undecoded
         // and go to a fakesink, so they cost nothing and never stall the demuxer.
         let desc = if spec.display {
@@ -282,12 +349,8 @@ impl FileSource {
         let caps = sample.caps().ok_or_else(|| self.decode_err("sample without caps"))?;
         let vinfo = gst_video::VideoInfo::from_caps(caps).map_err(|e| self.decode_err(&e.to_string()))?;
         let map = buffer.map_readable().map_err(|e| self.decode_err(&e.to_string()))?;
-        let pixels = pack_rows(
-            map.as_slice(),
-            vinfo.stride()[0] as usize,
-            self.spec.width as usize * 3,
-            self.spec.height as usize,
-        );
+        let Packed { pixels, width, height, colour } =
+            self.spec.order.pack(map.as_slice(), &vinfo).map_err(|e| self.decode_err(&e))?;
         let display = match self.display_sink.clone() {
             Some(sink) => {
                 let sample = self.pull(&sink)?.ok_or_else(|| self.decode_err("display branch ended early"))?;
@@ -314,6 +377,9 @@ impl FileSource {
             pts_ns,
             duration_ns,
             pixels,
+            width,
+            height,
+            colour,
             display,
         };
         self.next_index += 1;
@@ -424,4 +490,37 @@ pub(crate) fn pack_rows(data: &[u8], stride: usize, row_bytes: usize, rows: usiz
         out.extend_from_slice(&data[r * stride..r * stride + row_bytes]);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(colorimetry: &str) -> gst_video::VideoInfo {
+        crate::init().unwrap();
+        gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, 64, 48)
+            .colorimetry(&colorimetry.parse().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_videos_colorimetry_becomes_the_frames_colour() {
+        let c = |s| yuv_colour(&info(s));
+        assert_eq!(c("bt601"), YuvColour { matrix: YuvMatrix::Bt601, full_range: false });
+        assert_eq!(c("bt709"), YuvColour { matrix: YuvMatrix::Bt709, full_range: false });
+        assert_eq!(c("bt2020"), YuvColour { matrix: YuvMatrix::Bt2020, full_range: false });
+        // JPEG (MJPEG cameras): BT.601 over the full range (range:matrix:transfer:primaries).
+        assert_eq!(c("1:4:0:0"), YuvColour { matrix: YuvMatrix::Bt601, full_range: true });
+    }
+
+    #[test]
+    fn a_short_buffer_is_an_error_not_a_panic() {
+        let info = info("bt601");
+        let err = PixelOrder::I420.pack(&[0u8; 100], &info).err().unwrap();
+        assert!(err.contains("too short for plane 0 of a 64x48 frame"), "{err}");
+        let whole = vec![7u8; info.size()];
+        let packed = PixelOrder::I420.pack(&whole, &info).unwrap();
+        assert_eq!((packed.width, packed.height, packed.pixels.len()), (64, 48, 64 * 48 * 3 / 2));
+    }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use retail_core::Detection;
-use retail_infer::{InferError, InferenceBackend};
+use retail_infer::{FrameRef, InferError, InferenceBackend};
 use retail_ingest::{FrameSource, IngestError, VideoFrame};
 use tracing::{info, warn};
 
@@ -121,7 +121,7 @@ impl Engine {
         let mut backends: Vec<Box<dyn InferenceBackend>> = Vec::new();
         let accelerator = ModelChoice::accelerator(config, d.batch_size);
         for _ in 0..d.resolved_workers() {
-            backends.push(Box::new(model.load_detector(d.batch_size, &accelerator)?));
+            backends.push(model.load_backend(config, d.batch_size, &accelerator)?);
         }
         let per_call = backends[0].max_batch();
         if per_call < d.batch_size {
@@ -381,8 +381,14 @@ fn detect_and_reply(
 ) -> Result<(), Vec<Taken<Queued>>> {
     let started = Instant::now();
     let result = {
-        let pixels: Vec<&[u8]> = frames.iter().map(|t| t.item.frame.pixels.as_slice()).collect();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.detect_batch(&pixels)))
+        let refs: Vec<FrameRef<'_>> = frames
+            .iter()
+            .map(|t| {
+                let f = &t.item.frame;
+                FrameRef { pixels: &f.pixels, width: f.width, height: f.height, colour: f.colour }
+            })
+            .collect();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.detect_batch(&refs)))
     };
     let failure = match result {
         Ok(Ok(all)) if all.len() == frames.len() => {

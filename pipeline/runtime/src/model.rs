@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use retail_core::StreamId;
-use retail_infer::{Accelerator, Detector, InferError, Manifest, Precision, TensorRtOptions};
+use retail_infer::{Accelerator, Detector, InferError, InferenceBackend, Manifest, Precision, TensorRtOptions};
 use retail_ingest::{PixelOrder, SourceSpec};
 
 use crate::{Config, RuntimeError};
@@ -15,6 +15,10 @@ pub struct ModelChoice {
     pub score_threshold: f32,
     pub min_score: f32,
     pub nms_iou: f32,
+    /// The sources hand the model I420 frames at their own size, which the GPU kernels
+    /// resize and convert (`detector.backend = "tensorrt"` in a build with the `tensorrt`
+    /// feature); else packed pixels at the model's input size.
+    pub yuv_frames: bool,
 }
 
 impl ModelChoice {
@@ -40,7 +44,15 @@ impl ModelChoice {
         }
         let score_threshold = d.score_threshold.unwrap_or(manifest.thresholds.score);
         let nms_iou = d.nms_iou.unwrap_or(manifest.thresholds.nms_iou);
-        Ok(ModelChoice { min_score: d.min_score.min(score_threshold), manifest, model_path, score_threshold, nms_iou })
+        let yuv_frames = cfg!(feature = "tensorrt") && d.backend == retail_infer::BackendKind::Tensorrt;
+        Ok(ModelChoice {
+            min_score: d.min_score.min(score_threshold),
+            manifest,
+            model_path,
+            score_threshold,
+            nms_iou,
+            yuv_frames,
+        })
     }
 
     /// One single-threaded ONNX Runtime session on `accelerator`, taking up to `batch` frames
@@ -73,9 +85,56 @@ impl ModelChoice {
         }
     }
 
+    /// One inference worker's backend: the ONNX Runtime detector fed packed pixels, or (with
+    /// [`yuv_frames`](Self::yuv_frames)) the GPU kernels with TensorRT fed I420.
+    pub fn load_backend(
+        &self,
+        config: &Config,
+        batch: usize,
+        accelerator: &Accelerator,
+    ) -> Result<Box<dyn InferenceBackend>, InferError> {
+        if self.yuv_frames {
+            return self.load_gpu(config, batch, accelerator);
+        }
+        Ok(Box::new(self.load_detector(batch, accelerator)?))
+    }
+
+    #[cfg(feature = "tensorrt")]
+    fn load_gpu(
+        &self,
+        config: &Config,
+        batch: usize,
+        accelerator: &Accelerator,
+    ) -> Result<Box<dyn InferenceBackend>, InferError> {
+        use retail_kernels::{DecodeSettings, Resize, YuvDetector, gpu::Gpu};
+        let settings = DecodeSettings {
+            classes: vec![self.manifest.labels.person],
+            min_score: self.min_score,
+            nms_iou: self.nms_iou,
+        };
+        let kernels = |e: retail_kernels::KernelError| InferError::Backend {
+            backend: "GPU kernels".into(),
+            reason: e.to_string(),
+        };
+        let gpu = Gpu::new(config.detector.gpu_device as usize).map_err(kernels)?;
+        let mut d = YuvDetector::load(gpu, &self.manifest, &self.model_path, accelerator, Resize::Stretch, settings)
+            .map_err(kernels)?;
+        d.set_max_batch(batch);
+        Ok(Box::new(d))
+    }
+
+    #[cfg(not(feature = "tensorrt"))]
+    fn load_gpu(&self, _: &Config, _: usize, _: &Accelerator) -> Result<Box<dyn InferenceBackend>, InferError> {
+        Err(InferError::Accelerator {
+            provider: "TensorRT",
+            reason: "this build has no TensorRT support: build retail-ai with `--features tensorrt`".into(),
+        })
+    }
+
     pub fn source_spec(&self, stream: StreamId, display: bool) -> SourceSpec {
         let (width, height) = self.manifest.input_size();
         let order = match self.manifest.input.channel_order {
+            _ if self.yuv_frames => PixelOrder::I420,
             retail_infer::ChannelOrder::Bgr => PixelOrder::Bgr,
             retail_infer::ChannelOrder::Rgb => PixelOrder::Rgb,
         };
@@ -93,5 +152,50 @@ fn batch_variant(model: PathBuf) -> PathBuf {
     } else {
         tracing::warn!(model = %model.display(), "no -batch.onnx beside the model (scripts/setup.sh makes it): one frame per call");
         model
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensorrt_config() -> Config {
+        let mut config = Config::default();
+        config.detector.backend = retail_infer::BackendKind::Tensorrt;
+        config
+    }
+
+    #[test]
+    fn the_cpu_backend_takes_packed_frames_at_the_model_size() {
+        let model = ModelChoice::resolve(&Config::default()).unwrap();
+        assert!(!model.yuv_frames);
+        let spec = model.source_spec("s".into(), false);
+        assert_eq!((spec.order, spec.width, spec.height), (PixelOrder::Bgr, 416, 416));
+    }
+
+    /// With the feature, TensorRT is fed I420 by the GPU kernels; without a driver that is an
+    /// error naming what is missing, not a CPU detector.
+    #[cfg(feature = "tensorrt")]
+    #[test]
+    fn tensorrt_takes_i420_for_the_gpu_kernels_or_says_what_is_missing() {
+        let config = tensorrt_config();
+        let model = ModelChoice::resolve(&config).unwrap();
+        assert!(model.yuv_frames);
+        assert_eq!(model.source_spec("s".into(), false).order, PixelOrder::I420);
+        if retail_kernels::gpu::driver_present() {
+            return; // a GPU machine: the session's own errors are tested by retail-infer
+        }
+        let err = model.load_backend(&config, 4, &ModelChoice::accelerator(&config, 4)).err().unwrap();
+        assert!(err.to_string().starts_with("GPU kernels: no CUDA driver"), "{err}");
+    }
+
+    #[cfg(not(feature = "tensorrt"))]
+    #[test]
+    fn without_the_feature_tensorrt_is_an_error_naming_it() {
+        let config = tensorrt_config();
+        let model = ModelChoice::resolve(&config).unwrap();
+        assert!(!model.yuv_frames);
+        let err = model.load_backend(&config, 4, &ModelChoice::accelerator(&config, 4)).err().unwrap();
+        assert!(err.to_string().contains("--features tensorrt"), "{err}");
     }
 }

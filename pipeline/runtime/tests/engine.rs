@@ -169,9 +169,12 @@ impl retail_infer::InferenceBackend for FakeBackend {
     fn frame_bytes(&self) -> usize {
         0
     }
-    fn detect_batch(&mut self, frames: &[&[u8]]) -> Result<Vec<Vec<retail_core::Detection>>, retail_infer::InferError> {
+    fn detect_batch(
+        &mut self,
+        frames: &[retail_infer::FrameRef<'_>],
+    ) -> Result<Vec<Vec<retail_core::Detection>>, retail_infer::InferError> {
         std::thread::sleep(self.delay);
-        if frames.iter().any(|f| f.first() == Some(&255)) {
+        if frames.iter().any(|f| f.pixels.first() == Some(&255)) {
             assert!(!self.panic, "fake backend panics on a marked frame");
             return Err(retail_infer::InferError::FrameSize { got: 255, expected: 0 });
         }
@@ -217,6 +220,9 @@ fn camera_job_on(
         pts_ns: 0,
         duration_ns: Some(40_000_000),
         pixels: vec![if marked { 255 } else { 0 }; 16],
+        width: 4,
+        height: 4,
+        colour: Default::default(),
         display: None,
     };
     let policy = if policy_live { Backpressure::DropOldest } else { Backpressure::Wait };
