@@ -108,7 +108,10 @@ impl Gpu {
         let [yuv_to_tensor, nanodet, yolov8]: [CudaFunction; 3] = functions
             .try_into()
             .map_err(|_| KernelError::Decoder { what: "kernels".into(), why: "entry points".into() })?;
-        Ok(Gpu { ordinal, stream: ctx.default_stream(), yuv_to_tensor, nanodet, yolov8 })
+        // A stream of its own, not the legacy default one: the engine's workers each hold a
+        // `Gpu`, and their launches and synchronisations must not wait for one another.
+        let stream = ctx.new_stream().map_err(driver("stream"))?;
+        Ok(Gpu { ordinal, stream, yuv_to_tensor, nanodet, yolov8 })
     }
 
     /// The device's CUDA ordinal.
