@@ -2,31 +2,18 @@
 //! other, one cancelled without disturbing the rest, a live source that drops frames when
 //! inference cannot keep up.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{config, memory_bus, vtest};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use retail_core::StreamId;
-use retail_infer::cache_dir;
 use retail_ingest::{Backpressure, FrameSource, IngestError, VideoFrame, VideoInfo};
 use retail_runtime::{
     Config, Engine, ModelChoice, OutputSpec, RuntimeError, SharedBus, StreamJob, StreamProgress, file_job,
 };
-
-fn vtest() -> PathBuf {
-    let p = cache_dir().join("media/vtest.avi");
-    assert!(p.is_file(), "{} missing: run scripts/setup.sh first", p.display());
-    p
-}
-
-fn config() -> Config {
-    Config::load(Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vtest.toml"))).unwrap()
-}
-
-fn memory_bus(name: &str) -> SharedBus {
-    let cfg = retail_bus::BusConfig { url: format!("memory://{name}"), ..Default::default() };
-    Arc::new(Mutex::new(retail_bus::open_producer(&cfg).unwrap()))
-}
 
 #[test]
 fn a_cancelled_stream_leaves_nothing_and_the_other_finishes_unchanged() {

@@ -4,29 +4,16 @@
 //! (`detector.backend = "tensorrt"`, feature `tensorrt`) the same engine, sources and
 //! backend run with device memory.
 
+mod common;
+
+use common::{config, memory_bus, vtest};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use retail_core::StreamId;
-use retail_infer::{Accelerator, InferenceBackend, cache_dir};
+use retail_infer::{Accelerator, InferenceBackend};
 use retail_ingest::{FileSource, IngestConfig, PixelOrder, SourceSpec};
 use retail_kernels::{DecodeSettings, HostKernels, Resize, YuvDetector};
-use retail_runtime::{Batching, Config, Engine, ModelChoice, OutputSpec, SharedBus, file_job};
-
-fn vtest() -> PathBuf {
-    let p = cache_dir().join("media/vtest.avi");
-    assert!(p.is_file(), "{} missing: run scripts/setup.sh first", p.display());
-    p
-}
-
-fn config() -> Config {
-    Config::load(Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vtest.toml"))).unwrap()
-}
-
-fn memory_bus(name: &str) -> SharedBus {
-    let cfg = retail_bus::BusConfig { url: format!("memory://{name}"), ..Default::default() };
-    Arc::new(Mutex::new(retail_bus::open_producer(&cfg).unwrap()))
-}
+use retail_runtime::{Batching, Engine, ModelChoice, OutputSpec, file_job};
 
 #[test]
 fn an_i420_source_hands_over_the_three_planes_at_the_videos_size() {
