@@ -38,13 +38,14 @@ test: setup test-services
 	LD_LIBRARY_PATH=$(NVRTC_LIB) RETAIL_AI_REQUIRE_NVRTC=1 cargo test -p retail-kernels --features cuda --lib --test gpu
 	cargo test -p retail-infer --features tensorrt --lib --test accelerator
 	cargo test -p retail-runtime --features tensorrt --lib model::
+	cargo test -p retail-ingest --features cuda --lib
 
 lint:
 	python3 scripts/check-deploy.py
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p retail-kernels --all-targets --features cuda -- -D warnings
-	cargo clippy -p retail-infer -p retail-kernels -p retail-runtime --all-targets --features retail-runtime/tensorrt -- -D warnings
+	cargo clippy -p retail-infer -p retail-kernels -p retail-runtime -p retail-ingest -p retail-gst-cuda --all-targets --features retail-runtime/tensorrt -- -D warnings
 
 bench: build test-services
 	$(CARGO_TARGET_DIR)/debug/throughput --reps 3

@@ -593,6 +593,7 @@ fn frame_clock(offset_ms: i64) -> (bool, i64) {
         height: 64,
         order: PixelOrder::Rgb,
         display: false,
+        cuda: None,
     };
     let now_us = || chrono::Utc::now().timestamp_micros();
     let origin_us = now_us();

@@ -19,7 +19,8 @@ use retail_infer::{
 
 use crate::host::TensorMut;
 use crate::{
-    Candidate, KernelError, Matrix, ModelInput, NanoDetLevel, NanoDetSpec, Range, Resize, YuvFormat, YuvFrame, host,
+    Candidate, KernelError, Matrix, ModelInput, NanoDetLevel, NanoDetSpec, Planes, Range, Resize, YuvFormat, YuvFrame,
+    host,
 };
 
 /// The detector's settings: which classes, from which score, and NMS's overlap.
@@ -52,10 +53,11 @@ pub trait TensorDevice {
     /// The allocator of the model input, on this device, for `session`.
     fn allocator(&self, session: &Session) -> Result<Allocator, KernelError>;
     /// Preprocesses `frames` into `tensor` (allocated by [`allocator`](Self::allocator), batch
-    /// x 3 x height x width of the type `input.half` says).
+    /// x 3 x height x width of the type `input.half` says). Frames already in GPU memory are
+    /// only for a GPU.
     fn preprocess(
         &self,
-        frames: &[YuvFrame<'_>],
+        frames: &[Planes<'_>],
         input: &ModelInput,
         colour: (Matrix, Range),
         tensor: &mut DynTensor,
@@ -190,6 +192,16 @@ impl<D: TensorDevice> YuvDetector<D> {
         frames: &[YuvFrame<'_>],
         colour: (Matrix, Range),
     ) -> Result<Vec<Vec<Detection>>, KernelError> {
+        let planes: Vec<Planes<'_>> = frames.iter().copied().map(Planes::Host).collect();
+        self.detect_planes(&planes, colour)
+    }
+
+    /// As [`detect`](Self::detect), for frames in host or (on a GPU) device memory.
+    pub fn detect_planes(
+        &mut self,
+        frames: &[Planes<'_>],
+        colour: (Matrix, Range),
+    ) -> Result<Vec<Vec<Detection>>, KernelError> {
         // Checked first, so an error names the frame's place in `frames`, not in a chunk.
         for (i, f) in frames.iter().enumerate() {
             f.check(i)?;
@@ -202,7 +214,7 @@ impl<D: TensorDevice> YuvDetector<D> {
         Ok(all)
     }
 
-    fn run_batch(&mut self, frames: &[YuvFrame<'_>], colour: (Matrix, Range)) -> Result<Vec<Candidate>, KernelError> {
+    fn run_batch(&mut self, frames: &[Planes<'_>], colour: (Matrix, Range)) -> Result<Vec<Candidate>, KernelError> {
         let n = frames.len();
         let (w, h) = (self.input.width as usize, self.input.height as usize);
         let element = if self.input.half { TensorElementType::Float16 } else { TensorElementType::Float32 };
@@ -246,11 +258,11 @@ impl<D: TensorDevice> YuvDetector<D> {
     }
 
     /// Candidates of a batch to each frame's detections in frame coordinates, after NMS.
-    fn per_frame(&self, frames: &[YuvFrame<'_>], candidates: Vec<Candidate>) -> Vec<Vec<Detection>> {
+    fn per_frame(&self, frames: &[Planes<'_>], candidates: Vec<Candidate>) -> Vec<Vec<Detection>> {
         let mut per: Vec<Vec<Detection>> = vec![Vec::new(); frames.len()];
         for c in candidates {
             let Some(frame) = frames.get(c.item as usize) else { continue };
-            let bbox = frame_box(&self.input, (frame.width, frame.height), &c);
+            let bbox = frame_box(&self.input, frame.size(), &c);
             per[c.item as usize].push(Detection { bbox, score: c.score, class: c.class_id });
         }
         per.into_iter().map(|d| nms(d, self.settings.nms_iou)).collect()
@@ -290,7 +302,10 @@ impl<D: TensorDevice + Send> InferenceBackend for YuvDetector<D> {
         };
         let mut yuv = Vec::with_capacity(frames.len());
         for (i, f) in frames.iter().enumerate() {
-            let frame = i420(f).map_err(|why| backend(i, why))?;
+            let frame = match f.device {
+                Some(picture) => Planes::Device(picture),
+                None => Planes::Host(i420(f).map_err(|why| backend(i, why))?),
+            };
             frame.check(i).map_err(|e| backend(i, e.to_string()))?;
             yuv.push(frame);
         }
@@ -301,9 +316,9 @@ impl<D: TensorDevice + Send> InferenceBackend for YuvDetector<D> {
         colours.dedup();
         for colour in colours {
             let which: Vec<usize> = (0..frames.len()).filter(|&i| frames[i].colour == colour).collect();
-            let group: Vec<YuvFrame<'_>> = which.iter().map(|&i| yuv[i]).collect();
+            let group: Vec<Planes<'_>> = which.iter().map(|&i| yuv[i]).collect();
             let found = self
-                .detect(&group, kernel_colour(colour))
+                .detect_planes(&group, kernel_colour(colour))
                 .map_err(|e| InferError::Backend { backend: self.name.clone(), reason: e.to_string() })?;
             for (i, detections) in which.into_iter().zip(found) {
                 out[i] = detections;
@@ -365,6 +380,21 @@ fn host_output<'a>(o: &Output<'a>) -> Result<&'a [f32], KernelError> {
     })
 }
 
+/// The host frames of a batch; a picture in GPU memory is an error naming it.
+fn host_frames<'a>(frames: &[Planes<'a>]) -> Result<Vec<YuvFrame<'a>>, KernelError> {
+    frames
+        .iter()
+        .enumerate()
+        .map(|(index, f)| match f {
+            Planes::Host(f) => Ok(*f),
+            Planes::Device(_) => Err(KernelError::Frame {
+                index,
+                why: "in GPU memory; the host emulation reads frames in host memory".into(),
+            }),
+        })
+        .collect()
+}
+
 impl TensorDevice for HostKernels {
     fn name(&self) -> String {
         "host-emulation".into()
@@ -376,11 +406,13 @@ impl TensorDevice for HostKernels {
 
     fn preprocess(
         &self,
-        frames: &[YuvFrame<'_>],
+        frames: &[Planes<'_>],
         input: &ModelInput,
         (matrix, range): (Matrix, Range),
         tensor: &mut DynTensor,
     ) -> Result<(), KernelError> {
+        let frames = host_frames(frames)?;
+        let frames = frames.as_slice();
         let bad = |why: String| KernelError::Input { why: format!("the input tensor: {why}") };
         if !tensor.memory_info().is_cpu_accessible() {
             return Err(bad("not in host memory".into()));
@@ -441,7 +473,7 @@ mod on_gpu {
 
     use super::{DecodeLimits, Output, TensorDevice};
     use crate::gpu::{DeviceLevel, Gpu};
-    use crate::{Candidate, KernelError, Matrix, ModelInput, NanoDetSpec, Range, YuvFrame};
+    use crate::{Candidate, KernelError, Matrix, ModelInput, NanoDetSpec, Planes, Range};
 
     /// Checks that `memory` is this GPU's, so no host address reaches a kernel.
     fn on_this_gpu(gpu: &Gpu, what: &str, memory: &MemoryInfo<'_>) -> Result<(), KernelError> {
@@ -490,7 +522,7 @@ mod on_gpu {
 
         fn preprocess(
             &self,
-            frames: &[YuvFrame<'_>],
+            frames: &[Planes<'_>],
             input: &ModelInput,
             (matrix, range): (Matrix, Range),
             tensor: &mut DynTensor,
@@ -502,7 +534,7 @@ mod on_gpu {
                 other => return Err(KernelError::Input { why: format!("model input of {other:?}") }),
             };
             let len = tensor.shape().num_elements();
-            let device_frames = self.upload(frames, input)?;
+            let device_frames = self.place(frames, input)?;
             let out = tensor.data_ptr_mut() as u64;
             // SAFETY: `tensor` is ONNX Runtime's allocation of `len` elements of `element`
             // bytes on this device (checked above), mutably borrowed for the call, and
@@ -585,12 +617,47 @@ mod tests {
     #[test]
     fn packed_i420_is_split_into_its_planes_or_refused_naming_the_sizes() {
         let pixels: Vec<u8> = (0..12).collect(); // 4x2: 8 luma, 2 U, 2 V
-        let f = FrameRef { pixels: &pixels, width: 4, height: 2, colour: YuvColour::default() };
+        let f = FrameRef { pixels: &pixels, width: 4, height: 2, colour: YuvColour::default(), device: None };
         let yuv = i420(&f).unwrap();
         assert_eq!((yuv.luma, yuv.chroma_u, yuv.chroma_v), (&pixels[..8], &pixels[8..10], &pixels[10..]));
         assert_eq!((yuv.luma_pitch, yuv.chroma_pitch), (4, 2));
         let short = FrameRef { pixels: &pixels[..11], ..f };
         assert_eq!(i420(&short).unwrap_err(), "11 bytes, a 4x2 I420 picture has 12");
+    }
+
+    fn picture(width: u32, height: u32, pitch: usize) -> retail_core::DevicePicture {
+        retail_core::DevicePicture {
+            format: retail_core::DeviceYuv::Nv12,
+            width,
+            height,
+            luma: 0x1000,
+            chroma_u: 0x9000,
+            chroma_v: 0,
+            luma_pitch: pitch,
+            chroma_pitch: pitch,
+            context: 0x42,
+            keep: std::sync::Arc::new(()),
+        }
+    }
+
+    #[test]
+    fn device_pictures_are_checked_and_refused_by_the_host_emulation() {
+        assert!(Planes::Device(&picture(64, 48, 64)).check(0).is_ok());
+        let err = Planes::Device(&picture(63, 48, 64)).check(2).unwrap_err().to_string();
+        assert!(err.contains("frame 2") && err.contains("size 63x48"), "{err}");
+        let err = Planes::Device(&picture(64, 48, 32)).check(0).unwrap_err().to_string();
+        assert!(err.contains("pitches 32 (luma) and 32 (chroma)"), "{err}");
+        let null = retail_core::DevicePicture { chroma_u: 0, ..picture(64, 48, 64) };
+        assert!(Planes::Device(&null).check(0).unwrap_err().to_string().contains("null plane address"));
+
+        let pixels = vec![16u8; 64 * 48 * 3 / 2];
+        let host =
+            i420(&FrameRef { pixels: &pixels, width: 64, height: 48, colour: YuvColour::default(), device: None })
+                .unwrap();
+        let on_gpu = picture(64, 48, 64);
+        assert_eq!(host_frames(&[Planes::Host(host)]).unwrap().len(), 1);
+        let err = host_frames(&[Planes::Host(host), Planes::Device(&on_gpu)]).unwrap_err();
+        assert!(err.to_string().contains("frame 1") && err.to_string().contains("in GPU memory"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Host-side view of a decoded YUV frame, checked before any kernel reads it.
 
+use retail_core::{DevicePicture, DeviceYuv};
+
 use crate::{KernelError, YuvFormat};
 
 /// A decoded frame in host memory: planes and their pitches (bytes per row).
@@ -55,6 +57,49 @@ impl YuvFrame<'_> {
         };
         if self.chroma_u.len() < chroma_need || !v_ok {
             return bad(format!("chroma planes are shorter than {chroma_need} bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// A frame as the kernels take it: planes in host memory (uploaded first on a GPU), or a
+/// picture the decoder left in GPU memory.
+#[derive(Clone, Copy, Debug)]
+pub enum Planes<'a> {
+    Host(YuvFrame<'a>),
+    Device(&'a DevicePicture),
+}
+
+impl Planes<'_> {
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            Planes::Host(f) => (f.width, f.height),
+            Planes::Device(p) => (p.width, p.height),
+        }
+    }
+
+    /// As [`YuvFrame::check`]; for a device picture the sizes, pitches and addresses (its
+    /// planes' lengths are GStreamer's to vouch for).
+    pub fn check(&self, index: usize) -> Result<(), KernelError> {
+        let p = match self {
+            Planes::Host(f) => return f.check(index),
+            Planes::Device(p) => p,
+        };
+        let bad = |why: String| Err(KernelError::Frame { index, why });
+        let (w, h) = (p.width as usize, p.height as usize);
+        if w < 2 || h < 2 || !w.is_multiple_of(2) || !h.is_multiple_of(2) || w > 16384 || h > 16384 {
+            return bad(format!("size {w}x{h}: width and height must be even, 2..16384"));
+        }
+        let chroma_row = if p.format == DeviceYuv::Nv12 { w } else { w / 2 };
+        let max_pitch = i32::MAX as usize / 16384;
+        if p.luma_pitch < w || p.chroma_pitch < chroma_row || p.luma_pitch > max_pitch || p.chroma_pitch > max_pitch {
+            return bad(format!(
+                "pitches {} (luma) and {} (chroma) for rows of {w} and {chroma_row} bytes",
+                p.luma_pitch, p.chroma_pitch
+            ));
+        }
+        if p.luma == 0 || p.chroma_u == 0 || (p.format == DeviceYuv::I420 && p.chroma_v == 0) {
+            return bad("a null plane address".into());
         }
         Ok(())
     }

@@ -11,8 +11,10 @@ use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use crate::decode::{NanoDetLevel, NanoDetSpec, check_capacity, check_classes, check_yolov8, check_yolov8_length};
 use crate::reference::Tensor;
 use crate::{
-    Candidate, FrameDesc, KERNELS, KernelError, KernelSource, Matrix, ModelInput, PreprocessParams, Range, YuvFrame,
+    Candidate, FrameDesc, KERNELS, KernelError, KernelSource, Matrix, ModelInput, Planes, PreprocessParams, Range,
+    YuvFormat, YuvFrame,
 };
+use retail_core::{CudaContextRef, DevicePicture, DeviceYuv};
 
 // SAFETY: plain #[repr(C)] structs of 4- and 8-byte scalars, laid out as the kernels' structs
 // (sizes checked in layout.rs), with no padding-dependent invariants.
@@ -27,14 +29,17 @@ unsafe impl cudarc::driver::ValidAsZeroBits for Candidate {}
 const BLOCK: u32 = 256;
 
 /// Frames on the device, placed for one model input: their planes and descriptors.
-pub struct DeviceFrames {
+pub struct DeviceFrames<'a> {
+    /// Uploaded host frames' planes.
     _planes: Vec<CudaSlice<u8>>,
+    /// The decoder's pictures the descriptors point into, mapped while these live.
+    _pictures: Vec<&'a DevicePicture>,
     descs: CudaSlice<FrameDesc>,
     len: usize,
     input: ModelInput,
 }
 
-impl DeviceFrames {
+impl DeviceFrames<'_> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -80,9 +85,21 @@ fn driver(what: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> Ker
     move |source| KernelError::Driver { what, source }
 }
 
+/// The primary CUDA context of device `ordinal`, as the decoder must share it (the kernels'
+/// [`Gpu`]s and ONNX Runtime use the same one), kept alive by the returned value.
+pub fn shared_context(ordinal: usize) -> Result<CudaContextRef, KernelError> {
+    if !driver_present() {
+        return Err(KernelError::NoDriver);
+    }
+    let ctx = CudaContext::new(ordinal).map_err(driver("context"))?;
+    Ok(CudaContextRef { handle: ctx.cu_ctx() as usize, device: ctx.cu_device(), keep: ctx })
+}
+
 /// The kernels loaded on one GPU, with a stream to run them on.
 pub struct Gpu {
     ordinal: usize,
+    /// The `CUcontext` (the device's primary one): decoded pictures must be in it.
+    context: usize,
     stream: Arc<CudaStream>,
     yuv_to_tensor: CudaFunction,
     nanodet: CudaFunction,
@@ -111,7 +128,13 @@ impl Gpu {
         // A stream of its own, not the legacy default one: the engine's workers each hold a
         // `Gpu`, and their launches and synchronisations must not wait for one another.
         let stream = ctx.new_stream().map_err(driver("stream"))?;
-        Ok(Gpu { ordinal, stream, yuv_to_tensor, nanodet, yolov8 })
+        let context = ctx.cu_ctx() as usize;
+        Ok(Gpu { ordinal, context, stream, yuv_to_tensor, nanodet, yolov8 })
+    }
+
+    /// The `CUcontext` its kernels run in (the device's primary context).
+    pub fn context_handle(&self) -> usize {
+        self.context
     }
 
     /// The device's CUDA ordinal.
@@ -145,13 +168,31 @@ impl Gpu {
     }
 
     /// Copies checked host frames to the device, with their descriptors.
-    pub fn upload(&self, frames: &[YuvFrame<'_>], input: &ModelInput) -> Result<DeviceFrames, KernelError> {
+    pub fn upload(&self, frames: &[YuvFrame<'_>], input: &ModelInput) -> Result<DeviceFrames<'static>, KernelError> {
+        let planes: Vec<Planes<'_>> = frames.iter().copied().map(Planes::Host).collect();
+        let DeviceFrames { _planes, descs, len, input, .. } = self.place(&planes, input)?;
+        // Host frames were copied: nothing of theirs is borrowed any more.
+        Ok(DeviceFrames { _planes, _pictures: Vec::new(), descs, len, input })
+    }
+
+    /// Places checked frames for one model input: host frames uploaded, pictures already in
+    /// this GPU's context used where they are.
+    pub fn place<'a>(&self, frames: &[Planes<'a>], input: &ModelInput) -> Result<DeviceFrames<'a>, KernelError> {
         input.check()?;
         crate::decode::check_batch(frames.len())?;
         let mut planes = Vec::new();
+        let mut pictures = Vec::new();
         let mut descs = Vec::new();
         for (i, f) in frames.iter().enumerate() {
             f.check(i)?;
+            let f = match f {
+                Planes::Host(f) => f,
+                Planes::Device(p) => {
+                    descs.push(self.describe_picture(i, p, input)?);
+                    pictures.push(*p);
+                    continue;
+                }
+            };
             let mut d = crate::host::describe(f, input);
             let mut up = |p: &[u8]| -> Result<u64, KernelError> {
                 let slice = self.stream.clone_htod(p).map_err(driver("upload"))?;
@@ -165,14 +206,33 @@ impl Gpu {
             descs.push(d);
         }
         let descs = self.stream.clone_htod(&descs).map_err(driver("upload"))?;
-        Ok(DeviceFrames { _planes: planes, descs, len: frames.len(), input: *input })
+        Ok(DeviceFrames { _planes: planes, _pictures: pictures, descs, len: frames.len(), input: *input })
+    }
+
+    /// The descriptor of a checked decoded picture, which must be in this GPU's context.
+    fn describe_picture(&self, index: usize, p: &DevicePicture, input: &ModelInput) -> Result<FrameDesc, KernelError> {
+        if p.context != self.context {
+            return Err(KernelError::Frame {
+                index,
+                why: format!(
+                    "in CUDA context {:#x}, not this GPU's {:#x} (device {})",
+                    p.context, self.context, self.ordinal
+                ),
+            });
+        }
+        let format = match p.format {
+            DeviceYuv::Nv12 => YuvFormat::Nv12,
+            DeviceYuv::I420 => YuvFormat::I420,
+        };
+        let planes = (p.luma, p.chroma_u, p.chroma_v);
+        Ok(FrameDesc::placed(format, planes, (p.width, p.height), (p.luma_pitch, p.chroma_pitch), input))
     }
 
     /// Preprocesses frames already on the device into `out` (f16 or f32 elements, as the
     /// model input the frames were placed for says), batch x 3 x height x width.
     pub fn preprocess_into<T: DeviceRepr>(
         &self,
-        frames: &DeviceFrames,
+        frames: &DeviceFrames<'_>,
         matrix: Matrix,
         range: Range,
         out: &mut CudaSlice<T>,
@@ -197,7 +257,7 @@ impl Gpu {
     /// returns.
     pub unsafe fn preprocess_at(
         &self,
-        frames: &DeviceFrames,
+        frames: &DeviceFrames<'_>,
         matrix: Matrix,
         range: Range,
         (out, len, element): (u64, usize, usize),
@@ -387,7 +447,7 @@ pub struct DeviceLevel {
 /// of `len` elements of `element` bytes holds the batch. The parameters come from the checked
 /// input the frames were placed for, never from the caller.
 fn preprocess_launch(
-    frames: &DeviceFrames,
+    frames: &DeviceFrames<'_>,
     matrix: Matrix,
     range: Range,
     element: usize,

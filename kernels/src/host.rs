@@ -48,25 +48,9 @@ unsafe extern "C" {
 
 /// The descriptor of a checked host frame (host addresses).
 pub(crate) fn describe(f: &YuvFrame<'_>, input: &ModelInput) -> FrameDesc {
-    let (dst_x, dst_y, dst_w, dst_h) = input.placement(f.width, f.height);
-    FrameDesc {
-        luma: f.luma.as_ptr() as u64,
-        chroma_u: f.chroma_u.as_ptr() as u64,
-        chroma_v: if f.format == YuvFormat::I420 { f.chroma_v.as_ptr() as u64 } else { 0 },
-        width: f.width as i32,
-        height: f.height as i32,
-        luma_pitch: f.luma_pitch as i32,
-        chroma_pitch: f.chroma_pitch as i32,
-        format: match f.format {
-            YuvFormat::Nv12 => 0,
-            YuvFormat::I420 => 1,
-        },
-        dst_x,
-        dst_y,
-        dst_w,
-        dst_h,
-        reserved: 0,
-    }
+    let v = if f.format == YuvFormat::I420 { f.chroma_v.as_ptr() as u64 } else { 0 };
+    let planes = (f.luma.as_ptr() as u64, f.chroma_u.as_ptr() as u64, v);
+    FrameDesc::placed(f.format, planes, (f.width, f.height), (f.luma_pitch, f.chroma_pitch), input)
 }
 
 /// A tensor to preprocess into: f32 values or f16 bit patterns.

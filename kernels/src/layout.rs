@@ -114,6 +114,38 @@ pub struct ModelInput {
     pub half: bool,
 }
 
+impl FrameDesc {
+    /// A frame with planes at `(luma, chroma_u, chroma_v)` (chroma_v 0 for NV12), placed in
+    /// `input` as its resize mode says.
+    pub fn placed(
+        format: YuvFormat,
+        planes: (u64, u64, u64),
+        (width, height): (u32, u32),
+        (luma_pitch, chroma_pitch): (usize, usize),
+        input: &ModelInput,
+    ) -> FrameDesc {
+        let (dst_x, dst_y, dst_w, dst_h) = input.placement(width, height);
+        FrameDesc {
+            luma: planes.0,
+            chroma_u: planes.1,
+            chroma_v: planes.2,
+            width: width as i32,
+            height: height as i32,
+            luma_pitch: luma_pitch as i32,
+            chroma_pitch: chroma_pitch as i32,
+            format: match format {
+                YuvFormat::Nv12 => 0,
+                YuvFormat::I420 => 1,
+            },
+            dst_x,
+            dst_y,
+            dst_w,
+            dst_h,
+            reserved: 0,
+        }
+    }
+}
+
 impl ModelInput {
     /// Sides 1..=4096, a finite pad and finite, non-zero std: what the kernels can index and
     /// divide by.

@@ -23,6 +23,6 @@ pub mod gpu;
 pub use decode::{NanoDetLevel, NanoDetSpec};
 pub use detect::{DecodeLimits, DecodeSettings, HostKernels, TensorDevice, YuvDetector};
 pub use error::KernelError;
-pub use frame::YuvFrame;
+pub use frame::{Planes, YuvFrame};
 pub use layout::{Candidate, FrameDesc, Matrix, ModelInput, PreprocessParams, Range, Resize, YuvFormat, yuv_to_rgb};
 pub use source::{KERNELS, KernelSource};

@@ -168,7 +168,7 @@ fn as_the_engines_backend_frames_of_mixed_colorimetry_keep_their_order_and_colou
         .iter()
         .zip(&packed)
         .zip(colours)
-        .map(|((f, p), colour)| FrameRef { pixels: p, width: f.width, height: f.height, colour })
+        .map(|((f, p), colour)| FrameRef { pixels: p, width: f.width, height: f.height, colour, device: None })
         .collect();
     let got = InferenceBackend::detect_batch(&mut d, &refs).unwrap();
     assert_eq!(got.len(), 4);

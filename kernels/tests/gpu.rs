@@ -9,6 +9,8 @@
 mod common;
 
 use common::{Planes, Rng, assert_close, nanodet_input};
+use retail_core::{DevicePicture, DeviceYuv};
+use retail_kernels::Planes as Placed;
 use retail_kernels::gpu::{self, Gpu};
 use retail_kernels::reference;
 use retail_kernels::{
@@ -240,4 +242,53 @@ fn random_levels(rng: &mut Rng, batch: usize) -> Vec<(u32, Vec<f32>, Vec<f32>)> 
             (s, scores, boxes)
         })
         .collect()
+}
+
+/// A picture as GStreamer's CUDA pool leaves it: one device allocation, planes one after
+/// another at their pitches, in the kernels' context.
+fn picture_on_device(gpu: &Gpu, f: &retail_kernels::YuvFrame<'_>) -> (cudarc::driver::CudaSlice<u8>, DevicePicture) {
+    let mut bytes = f.luma.to_vec();
+    bytes.extend_from_slice(f.chroma_u);
+    bytes.extend_from_slice(f.chroma_v);
+    let memory = gpu.stream().clone_htod(&bytes).unwrap();
+    let base = address(gpu, &memory);
+    let (u, v) = (base + f.luma.len() as u64, base + (f.luma.len() + f.chroma_u.len()) as u64);
+    let picture = DevicePicture {
+        format: if f.format == YuvFormat::Nv12 { DeviceYuv::Nv12 } else { DeviceYuv::I420 },
+        width: f.width,
+        height: f.height,
+        luma: base,
+        chroma_u: u,
+        chroma_v: if f.chroma_v.is_empty() { 0 } else { v },
+        luma_pitch: f.luma_pitch,
+        chroma_pitch: f.chroma_pitch,
+        context: gpu.context_handle(),
+        keep: std::sync::Arc::new(()),
+    };
+    (memory, picture)
+}
+
+#[test]
+fn gpu_pictures_left_on_the_device_preprocess_as_uploaded_frames_do() {
+    let Some(gpu) = device() else { return };
+    let mut rng = Rng(0xfeed_0003);
+    let input = nanodet_input(Resize::Letterbox, false);
+    for format in [YuvFormat::Nv12, YuvFormat::I420] {
+        let planes = Planes::random(&mut rng, format, 1280, 720);
+        let frame = planes.frame();
+        let want = gpu.preprocess(&[frame], &input, Matrix::Bt709, Range::Limited).unwrap();
+        let (_memory, picture) = picture_on_device(&gpu, &frame);
+        // Mixed in one batch with an uploaded frame, as the engine may hand them.
+        let batch = [Placed::Device(&picture), Placed::Host(frame)];
+        let placed = gpu.place(&batch, &input).unwrap();
+        let mut out = gpu.stream().alloc_zeros::<f32>(2 * input.frame_len()).unwrap();
+        gpu.preprocess_into(&placed, Matrix::Bt709, Range::Limited, &mut out).unwrap();
+        let got = gpu.stream().clone_dtoh(&out).unwrap();
+        for half in got.chunks(input.frame_len()) {
+            assert_close(&reference::Tensor::F32(half.to_vec()), &want, &format!("device picture {format:?}"));
+        }
+        let other = DevicePicture { context: picture.context ^ 0x100, ..picture.clone() };
+        let err = gpu.place(&[Placed::Device(&other)], &input).err().unwrap();
+        assert!(err.to_string().contains("not this GPU's"), "{err}");
+    }
 }

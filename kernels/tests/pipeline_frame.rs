@@ -24,8 +24,14 @@ const FRAMES: [u64; 4] = [40, 240, 480, 700];
 
 /// The pipeline's model input for the same frames: packed BGR at the model size.
 fn cpu_path(path: &Path, (w, h): (u32, u32), wanted: &[u64]) -> Vec<Vec<u8>> {
-    let spec =
-        SourceSpec { stream: StreamId::from("vtest"), width: w, height: h, order: PixelOrder::Bgr, display: false };
+    let spec = SourceSpec {
+        stream: StreamId::from("vtest"),
+        width: w,
+        height: h,
+        order: PixelOrder::Bgr,
+        display: false,
+        cuda: None,
+    };
     let mut source = FileSource::open(path, spec, &IngestConfig::default()).unwrap();
     let mut out = Vec::new();
     while out.len() < wanted.len() {

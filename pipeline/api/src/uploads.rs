@@ -196,6 +196,7 @@ fn probe(path: &FsPath) -> Result<MediaInfo, String> {
         height: 32,
         order: retail_ingest::PixelOrder::Rgb,
         display: false,
+        cuda: None,
     };
     let mut source = retail_ingest::FileSource::open(path, spec, &retail_ingest::IngestConfig::default())
         .map_err(|e| e.to_string())?;

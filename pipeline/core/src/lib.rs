@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Identifies one video stream (an uploaded file or a camera) within a tenant.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -184,6 +185,65 @@ pub enum YuvMatrix {
     Bt709,
     /// UHD video (ITU-R BT.2020, non-constant luminance).
     Bt2020,
+}
+
+/// A CUDA context shared by the decoder (GStreamer's CUDA elements) and the kernels: a device
+/// address is only valid in the context it was allocated in, so both must use this one.
+#[derive(Clone)]
+pub struct CudaContextRef {
+    /// The `CUcontext` handle.
+    pub handle: usize,
+    /// The `CUdevice` ordinal it belongs to.
+    pub device: i32,
+    /// Keeps the context alive while a pipeline or picture may use it.
+    pub keep: Arc<dyn Send + Sync>,
+}
+
+impl fmt::Debug for CudaContextRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CudaContextRef {{ handle: {:#x}, device: {} }}", self.handle, self.device)
+    }
+}
+
+/// The layout of a [`DevicePicture`]'s planes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceYuv {
+    /// Y, then interleaved UV at half height.
+    Nv12,
+    /// Y, U and V planes; chroma half size both ways.
+    I420,
+}
+
+/// A decoded 4:2:0 picture left in GPU memory (GStreamer's `memory:CUDAMemory`): plane
+/// addresses and pitches in `context`, held there until the last clone is dropped.
+#[derive(Clone)]
+pub struct DevicePicture {
+    pub format: DeviceYuv,
+    /// Even sides: an odd last row or column is left out, as with host I420 frames.
+    pub width: u32,
+    pub height: u32,
+    pub luma: u64,
+    /// NV12: the UV plane; I420: U.
+    pub chroma_u: u64,
+    /// I420: V; NV12: 0.
+    pub chroma_v: u64,
+    pub luma_pitch: usize,
+    pub chroma_pitch: usize,
+    /// The `CUcontext` the addresses belong to.
+    pub context: usize,
+    /// The mapped decoder buffer: unmapped and released when the last clone goes.
+    pub keep: Arc<dyn Send + Sync>,
+}
+
+impl fmt::Debug for DevicePicture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DevicePicture")
+            .field("format", &self.format)
+            .field("size", &(self.width, self.height))
+            .field("pitches", &(self.luma_pitch, self.chroma_pitch))
+            .field("context", &format_args!("{:#x}", self.context))
+            .finish_non_exhaustive()
+    }
 }
 
 pub fn pts_seconds(pts: PtsNs) -> f64 {

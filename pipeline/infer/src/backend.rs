@@ -1,7 +1,7 @@
 //! The inference seam: N frames (of any streams) in, N detection lists out. ONNX Runtime is
 //! the implementation, on the CPU or (feature `tensorrt`) in TensorRT; see [`crate::Accelerator`].
 
-use retail_core::{Detection, YuvColour};
+use retail_core::{Detection, DevicePicture, YuvColour};
 
 use crate::{Detector, InferError};
 
@@ -15,6 +15,9 @@ pub struct FrameRef<'a> {
     pub height: u32,
     /// What YUV pixels' values mean (the video's colorimetry).
     pub colour: YuvColour,
+    /// The picture in GPU memory instead of `pixels`, for a backend that asked the sources
+    /// for it (the GPU kernels with `PixelOrder::CudaYuv`).
+    pub device: Option<&'a DevicePicture>,
 }
 
 /// An object detector the pipeline can batch frames into.
@@ -46,6 +49,12 @@ impl InferenceBackend for Detector {
     }
 
     fn detect_batch(&mut self, frames: &[FrameRef<'_>]) -> Result<Vec<Vec<Detection>>, InferError> {
+        if let Some(i) = frames.iter().position(|f| f.device.is_some()) {
+            return Err(InferError::Backend {
+                backend: self.backend_name().to_owned(),
+                reason: format!("frame {i} of the batch is in GPU memory; this detector reads host pixels"),
+            });
+        }
         let pixels: Vec<&[u8]> = frames.iter().map(|f| f.pixels).collect();
         Detector::detect_batch(self, &pixels)
     }

@@ -23,7 +23,7 @@ use gstreamer_video as gst_video;
 use serde::{Deserialize, Serialize};
 
 use crate::source::{error_text, link_video_only};
-use crate::{Backpressure, CameraUrl, FrameSource, IngestError, SourceSpec, VideoFrame, VideoInfo};
+use crate::{Backpressure, CameraUrl, FrameSource, IngestError, PixelOrder, SourceSpec, VideoFrame, VideoInfo};
 
 /// How RTP reaches us from the camera.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,7 +227,8 @@ impl LiveCamera {
         monitor: Arc<CameraMonitor>,
     ) -> Result<Self, IngestError> {
         crate::init()?;
-        for element in ["rtspsrc", "uridecodebin", "videorate", "videoscale", "videoconvert", "appsink"] {
+        let common = ["rtspsrc", "uridecodebin", "videorate", "videoscale", "videoconvert", "appsink"];
+        for &element in common.iter().chain(spec.order.elements()) {
             if gst::ElementFactory::find(element).is_none() {
                 return Err(IngestError::MissingElement { element: element.into() });
             }
@@ -311,8 +312,8 @@ impl LiveCamera {
             pts_ns = pts_ns.max(last + 1);
         }
         self.last_pts_ns = Some(pts_ns);
-        let map = buffer.map_readable().map_err(|e| e.to_string())?;
-        let crate::source::Packed { pixels, width, height, colour } = self.spec.order.pack(map.as_slice(), &vinfo)?;
+        let crate::source::Packed { pixels, width, height, colour, device } =
+            crate::source::picture(&self.spec, buffer, &vinfo)?;
         let index = self.next_index;
         self.next_index += 1;
         self.monitor.update(|h| {
@@ -331,6 +332,7 @@ impl LiveCamera {
             width,
             height,
             colour,
+            device,
             display: None,
         })
     }
@@ -422,7 +424,8 @@ impl Connection {
             .map_or_else(String::new, |fps| format!("videorate drop-only=true max-rate={fps} name=head ! "));
         let head = if rate.is_empty() { "scale" } else { "head" };
         let desc = format!(
-            "uridecodebin name=dec caps=video/x-raw  {rate}{} ! appsink name=model max-buffers=2 drop=true sync=false",
+            "uridecodebin name=dec caps={}  {rate}{} ! appsink name=model max-buffers=2 drop=true sync=false",
+            spec.order.decoded_caps(),
             spec.order.model_branch((spec.width, spec.height))
         );
         let pipeline = gst::parse::launch(&desc)
@@ -431,6 +434,9 @@ impl Connection {
             .map_err(|_| "not a pipeline".to_owned())?;
         let by_name = |n: &str| pipeline.by_name(n).ok_or_else(|| format!("no element {n}"));
         let dec = by_name("dec")?;
+        if spec.order == PixelOrder::CudaYuv {
+            crate::cuda::attach(&pipeline, spec)?;
+        }
         link_video_only(&dec, by_name(head)?, &pipeline);
         dec.set_property("uri", settings.url.location());
         let (user, password) = settings.url.credentials();
@@ -601,7 +607,14 @@ mod tests {
             backoff_max: Duration::from_secs(1),
             latency_ms: 100,
         };
-        let spec = SourceSpec { stream: "cam".into(), width: 64, height: 64, order: PixelOrder::Bgr, display: false };
+        let spec = SourceSpec {
+            stream: "cam".into(),
+            width: 64,
+            height: 64,
+            order: PixelOrder::Bgr,
+            display: false,
+            cuda: None,
+        };
         let mut cam = LiveCamera::new("cam", settings, spec, 0, monitor.clone()).unwrap();
         monitor.stop();
         assert!(cam.next_frame().unwrap().is_none());

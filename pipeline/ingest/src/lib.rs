@@ -13,6 +13,7 @@
 mod camera;
 mod camera_url;
 mod config;
+mod cuda;
 mod encode;
 mod error;
 mod frame_source;
@@ -21,6 +22,7 @@ mod source;
 pub use camera::{CameraMonitor, CameraSettings, CameraState, CameraStatus, LiveCamera, Transport};
 pub use camera_url::CameraUrl;
 pub use config::IngestConfig;
+pub use cuda::cuda_memory_available;
 pub use encode::{AnnotatedVideoWriter, EncoderSettings};
 pub use error::IngestError;
 pub use frame_source::{Backpressure, FrameSource};

@@ -6,7 +6,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use retail_core::{StreamId, YuvColour, YuvMatrix};
+use retail_core::{CudaContextRef, DevicePicture, StreamId, YuvColour, YuvMatrix};
 
 use crate::{IngestConfig, IngestError};
 
@@ -21,6 +21,11 @@ pub enum PixelOrder {
     /// rows packed, chroma planes half the size. For the GPU kernels, which resize and
     /// convert on the device; the spec's size is not used.
     I420,
+    /// NV12 or I420 at the video's own size, left in GPU memory (`memory:CUDAMemory`, from
+    /// NVDEC or uploaded by `cudaupload`) for the kernels: frames carry a
+    /// [`DevicePicture`] and no host pixels. Needs the `cuda` feature and the spec's
+    /// [`cuda`](SourceSpec::cuda) context.
+    CudaYuv,
 }
 
 impl PixelOrder {
@@ -31,12 +36,35 @@ impl PixelOrder {
             PixelOrder::Bgr => "BGR",
             PixelOrder::Rgb => "RGB",
             PixelOrder::I420 => return "videoscale name=scale ! videoconvert ! video/x-raw,format=I420".into(),
+            // `cudaupload` passes CUDA memory through and uploads what a software decoder gave.
+            PixelOrder::CudaYuv => {
+                return "cudaupload name=scale ! cudaconvert ! \
+                        video/x-raw(memory:CUDAMemory),format=(string){ NV12, I420 }"
+                    .into();
+            }
         };
         // Scale first, in the decoder's format (no format in the first caps), then convert.
         format!(
             "videoscale name=scale ! video/x-raw,width={w},height={h} ! videoconvert ! \
              video/x-raw,format={format},width={w},height={h}"
         )
+    }
+
+    /// What `decodebin` may hand on: any raw video for the CUDA branch (NVDEC's CUDA memory
+    /// included), else system memory.
+    pub(crate) fn decoded_caps(self) -> &'static str {
+        match self {
+            PixelOrder::CudaYuv => "\"video/x-raw(ANY)\"",
+            _ => "video/x-raw",
+        }
+    }
+
+    /// GStreamer elements the model branch needs beyond the common ones.
+    pub(crate) fn elements(self) -> &'static [&'static str] {
+        match self {
+            PixelOrder::CudaYuv => &["cudaupload", "cudaconvert"],
+            _ => &[],
+        }
     }
 
     /// A mapped sample's picture, rows packed. I420 is cropped to even sides (an odd last
@@ -54,17 +82,33 @@ impl PixelOrder {
         };
         match self {
             PixelOrder::Bgr | PixelOrder::Rgb => {
-                Ok(Packed { pixels: plane(0, w * 3, h)?, width: w as u32, height: h as u32, colour })
+                Ok(Packed { pixels: plane(0, w * 3, h)?, width: w as u32, height: h as u32, colour, device: None })
             }
             PixelOrder::I420 => {
                 let (w, h) = (w & !1, h & !1);
                 let mut pixels = plane(0, w, h)?;
                 pixels.extend(plane(1, w / 2, h / 2)?);
                 pixels.extend(plane(2, w / 2, h / 2)?);
-                Ok(Packed { pixels, width: w as u32, height: h as u32, colour })
+                Ok(Packed { pixels, width: w as u32, height: h as u32, colour, device: None })
             }
+            PixelOrder::CudaYuv => Err("pictures in CUDA memory are not packed on the host".into()),
         }
     }
+}
+
+/// A sample's picture as the spec asks: packed on the host, or left in GPU memory.
+pub(crate) fn picture(
+    spec: &SourceSpec,
+    buffer: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+) -> Result<Packed, String> {
+    if spec.order == PixelOrder::CudaYuv {
+        let device = crate::cuda::picture(spec, buffer.to_owned(), (info.width(), info.height()))?;
+        let (width, height) = (device.width, device.height);
+        return Ok(Packed { pixels: Vec::new(), width, height, colour: yuv_colour(info), device: Some(device) });
+    }
+    let map = buffer.map_readable().map_err(|e| e.to_string())?;
+    spec.order.pack(map.as_slice(), info)
 }
 
 /// A decoded picture, packed.
@@ -73,6 +117,7 @@ pub(crate) struct Packed {
     pub width: u32,
     pub height: u32,
     pub colour: YuvColour,
+    pub device: Option<DevicePicture>,
 }
 
 /// The video's YUV colorimetry, as GStreamer negotiated it (it fills in a default for video
@@ -98,6 +143,9 @@ pub struct SourceSpec {
     pub order: PixelOrder,
     /// Also hand on each frame at its original size as RGBx, for drawing an annotated video.
     pub display: bool,
+    /// For [`PixelOrder::CudaYuv`]: the kernels' CUDA context, which the decoder must
+    /// allocate in.
+    pub cuda: Option<CudaContextRef>,
 }
 
 /// Facts about the decoded stream, known after preroll.
@@ -144,6 +192,8 @@ pub struct VideoFrame {
     pub height: u32,
     /// The decoded video's YUV colorimetry (what I420 `pixels` are in).
     pub colour: YuvColour,
+    /// For [`PixelOrder::CudaYuv`]: the picture in GPU memory (`pixels` is then empty).
+    pub device: Option<DevicePicture>,
     pub display: Option<DisplayFrame>,
 }
 
@@ -178,22 +228,24 @@ impl FileSource {
             return Err(IngestError::NotVideo { path: path.to_owned(), message: "file is empty".into() });
         }
         check_declared_size(path, meta.len())?;
-        for element in ["filesrc", "decodebin", "videoscale", "videoconvert", "appsink"] {
+        let common = ["filesrc", "decodebin", "videoscale", "videoconvert", "appsink"];
+        for &element in common.iter().chain(spec.order.elements()) {
             if gst::ElementFactory::find(element).is_none() {
                 return Err(IngestError::MissingElement { element: element.into() });
             }
         }
+        let caps = spec.order.decoded_caps();
         let model_branch = format!("{} ! appsink name=model", spec.order.model_branch((spec.width, spec.height)));
         // decodebin stops at raw video; other streams (audio, subtitles) come out undecoded
         // and go to a fakesink, so they cost nothing and never stall the demuxer.
         let desc = if spec.display {
             format!(
-                "filesrc name=src ! decodebin name=dec caps=video/x-raw  tee name=head \
+                "filesrc name=src ! decodebin name=dec caps={caps}  tee name=head \
                  head. ! queue max-size-buffers=4 ! {model_branch} \
                  head. ! queue max-size-buffers=4 ! videoconvert ! video/x-raw,format=RGBx ! appsink name=display"
             )
         } else {
-            format!("filesrc name=src ! decodebin name=dec caps=video/x-raw  {model_branch}")
+            format!("filesrc name=src ! decodebin name=dec caps={caps}  {model_branch}")
         };
         let pipeline_err = |message: String| IngestError::Pipeline { context: path.display().to_string(), message };
         let pipeline = gst::parse::launch(&desc)
@@ -204,6 +256,9 @@ impl FileSource {
             .by_name(if spec.display { "head" } else { "scale" })
             .ok_or_else(|| pipeline_err("no head element".into()))?;
         let decodebin = pipeline.by_name("dec").ok_or_else(|| pipeline_err("no decodebin".into()))?;
+        if spec.order == PixelOrder::CudaYuv {
+            crate::cuda::attach(&pipeline, &spec).map_err(pipeline_err)?;
+        }
         link_video_only(&decodebin, head, &pipeline);
         let src = pipeline.by_name("src").ok_or_else(|| pipeline_err("no filesrc".into()))?;
         src.set_property("location", path.to_string_lossy().as_ref());
@@ -348,9 +403,8 @@ impl FileSource {
         let duration_ns = buffer.duration().map(gstreamer::ClockTime::nseconds);
         let caps = sample.caps().ok_or_else(|| self.decode_err("sample without caps"))?;
         let vinfo = gst_video::VideoInfo::from_caps(caps).map_err(|e| self.decode_err(&e.to_string()))?;
-        let map = buffer.map_readable().map_err(|e| self.decode_err(&e.to_string()))?;
-        let Packed { pixels, width, height, colour } =
-            self.spec.order.pack(map.as_slice(), &vinfo).map_err(|e| self.decode_err(&e))?;
+        let Packed { pixels, width, height, colour, device } =
+            picture(&self.spec, buffer, &vinfo).map_err(|e| self.decode_err(&e))?;
         let display = match self.display_sink.clone() {
             Some(sink) => {
                 let sample = self.pull(&sink)?.ok_or_else(|| self.decode_err("display branch ended early"))?;
@@ -380,6 +434,7 @@ impl FileSource {
             width,
             height,
             colour,
+            device,
             display,
         };
         self.next_index += 1;
@@ -512,6 +567,34 @@ mod tests {
         assert_eq!(c("bt2020"), YuvColour { matrix: YuvMatrix::Bt2020, full_range: false });
         // JPEG (MJPEG cameras): BT.601 over the full range (range:matrix:transfer:primaries).
         assert_eq!(c("1:4:0:0"), YuvColour { matrix: YuvMatrix::Bt601, full_range: true });
+    }
+
+    /// The CUDA branch's description parses, and asks for CUDA memory in NV12 or I420 from a
+    /// `decodebin` that may hand on any memory (nvcodec's elements stand in as `identity`
+    /// where there is no driver).
+    #[test]
+    fn the_cuda_branch_asks_for_nv12_or_i420_in_cuda_memory() {
+        crate::init().unwrap();
+        let order = PixelOrder::CudaYuv;
+        let branch =
+            order.model_branch((416, 416)).replace("cudaupload", "identity").replace("cudaconvert", "identity");
+        let desc = format!("filesrc ! decodebin name=dec caps={} {branch} ! fakesink", order.decoded_caps());
+        let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+        let dec_caps = pipeline.by_name("dec").unwrap().property::<gst::Caps>("caps");
+        assert!(dec_caps.features(0).is_some_and(gst::CapsFeaturesRef::is_any), "{dec_caps}");
+        let filter = pipeline
+            .iterate_elements()
+            .into_iter()
+            .filter_map(Result::ok)
+            .find(|e| e.factory().is_some_and(|f| f.name() == "capsfilter"))
+            .unwrap();
+        let caps = filter.property::<gst::Caps>("caps");
+        assert!(caps.features(0).is_some_and(|f| f.contains("memory:CUDAMemory")), "{caps}");
+        let formats: Vec<String> =
+            caps.structure(0).unwrap().get::<gst::List>("format").unwrap().iter().map(|v| v.get().unwrap()).collect();
+        assert_eq!(formats, ["NV12", "I420"]);
+        assert_eq!(order.elements(), ["cudaupload", "cudaconvert"]);
+        assert!(order.pack(&[0u8; 64], &info("bt601")).is_err(), "CUDA pictures are never packed");
     }
 
     #[test]

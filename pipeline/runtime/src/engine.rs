@@ -281,7 +281,7 @@ impl Drop for StreamHandle {
 
 fn decode(
     mut source: Box<dyn FrameSource>,
-    gate: Option<f32>,
+    mut gate: Option<f32>,
     queue: &InferQueue<Queued>,
     id: u64,
     cancel: &AtomicBool,
@@ -307,6 +307,11 @@ fn decode(
             reference = None;
         }
         last_pts = Some(frame.pts_ns);
+        if gate.is_some() && frame.device.is_some() {
+            // The gate compares host pixels; frames in GPU memory have none.
+            tracing::warn!(stream = %frame.stream, "motion gating is off for frames decoded into GPU memory");
+            gate = None;
+        }
         if let Some(threshold) = gate {
             if reference.as_deref().is_some_and(|r| max_strip_diff(r, &frame.pixels) < threshold) {
                 metrics::counter!("retail_frames_gated_total").increment(1);
@@ -385,7 +390,8 @@ fn detect_and_reply(
             .iter()
             .map(|t| {
                 let f = &t.item.frame;
-                FrameRef { pixels: &f.pixels, width: f.width, height: f.height, colour: f.colour }
+                let device = f.device.as_ref();
+                FrameRef { pixels: &f.pixels, width: f.width, height: f.height, colour: f.colour, device }
             })
             .collect();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.detect_batch(&refs)))

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use retail_core::StreamId;
+use retail_core::{CudaContextRef, StreamId};
 use retail_infer::{Accelerator, Detector, InferError, InferenceBackend, Manifest, Precision, TensorRtOptions};
 use retail_ingest::{PixelOrder, SourceSpec};
 
@@ -19,6 +19,10 @@ pub struct ModelChoice {
     /// resize and convert (`detector.backend = "tensorrt"` in a build with the `tensorrt`
     /// feature); else packed pixels at the model's input size.
     pub yuv_frames: bool,
+    /// With [`yuv_frames`](Self::yuv_frames), where GStreamer can decode into CUDA memory
+    /// (nvcodec's elements, a driver): the GPU's context, shared with the decoders, and the
+    /// frames stay on the GPU. Else they are decoded on the CPU and uploaded as I420.
+    pub cuda: Option<CudaContextRef>,
 }
 
 impl ModelChoice {
@@ -45,6 +49,7 @@ impl ModelChoice {
         let score_threshold = d.score_threshold.unwrap_or(manifest.thresholds.score);
         let nms_iou = d.nms_iou.unwrap_or(manifest.thresholds.nms_iou);
         let yuv_frames = cfg!(feature = "tensorrt") && d.backend == retail_infer::BackendKind::Tensorrt;
+        let cuda = if yuv_frames { cuda_memory(d.gpu_device) } else { None };
         Ok(ModelChoice {
             min_score: d.min_score.min(score_threshold),
             manifest,
@@ -52,6 +57,7 @@ impl ModelChoice {
             score_threshold,
             nms_iou,
             yuv_frames,
+            cuda,
         })
     }
 
@@ -134,12 +140,35 @@ impl ModelChoice {
     pub fn source_spec(&self, stream: StreamId, display: bool) -> SourceSpec {
         let (width, height) = self.manifest.input_size();
         let order = match self.manifest.input.channel_order {
+            _ if self.cuda.is_some() => PixelOrder::CudaYuv,
             _ if self.yuv_frames => PixelOrder::I420,
             retail_infer::ChannelOrder::Bgr => PixelOrder::Bgr,
             retail_infer::ChannelOrder::Rgb => PixelOrder::Rgb,
         };
-        SourceSpec { stream, width, height, order, display }
+        SourceSpec { stream, width, height, order, display, cuda: self.cuda.clone() }
     }
+}
+
+/// The GPU's context for decoding into CUDA memory, where GStreamer can (see
+/// [`ModelChoice::cuda`]).
+#[cfg(feature = "tensorrt")]
+fn cuda_memory(ordinal: u32) -> Option<CudaContextRef> {
+    if !retail_ingest::cuda_memory_available() {
+        tracing::info!("no GStreamer CUDA elements here: frames are decoded on the CPU and uploaded as I420");
+        return None;
+    }
+    match retail_kernels::gpu::shared_context(ordinal as usize) {
+        Ok(ctx) => Some(ctx),
+        Err(e) => {
+            tracing::warn!(error = %e, "no CUDA context for the decoders: frames are decoded on the CPU");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "tensorrt"))]
+fn cuda_memory(_: u32) -> Option<CudaContextRef> {
+    None
 }
 
 /// The set-up's copy of `model` with a dynamic batch dimension (`<stem>-batch.onnx` beside
@@ -181,7 +210,11 @@ mod tests {
         let config = tensorrt_config();
         let model = ModelChoice::resolve(&config).unwrap();
         assert!(model.yuv_frames);
-        assert_eq!(model.source_spec("s".into(), false).order, PixelOrder::I420);
+        if !retail_ingest::cuda_memory_available() {
+            // No nvcodec CUDA elements (no driver): decoded on the CPU, uploaded as I420.
+            assert!(model.cuda.is_none());
+            assert_eq!(model.source_spec("s".into(), false).order, PixelOrder::I420);
+        }
         if retail_kernels::gpu::driver_present() {
             return; // a GPU machine: the session's own errors are tested by retail-infer
         }

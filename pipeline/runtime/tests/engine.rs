@@ -210,6 +210,7 @@ fn camera_job_on(
         width: 4,
         height: 4,
         colour: Default::default(),
+        device: None,
         display: None,
     };
     let policy = if policy_live { Backpressure::DropOldest } else { Backpressure::Wait };

@@ -17,7 +17,8 @@ use retail_runtime::{Batching, Engine, ModelChoice, OutputSpec, file_job};
 
 #[test]
 fn an_i420_source_hands_over_the_three_planes_at_the_videos_size() {
-    let spec = |order| SourceSpec { stream: StreamId::from("v"), width: 416, height: 416, order, display: false };
+    let spec =
+        |order| SourceSpec { stream: StreamId::from("v"), width: 416, height: 416, order, display: false, cuda: None };
     let mut yuv = FileSource::open(&vtest(), spec(PixelOrder::I420), &IngestConfig::default()).unwrap();
     let mut bgr = FileSource::open(&vtest(), spec(PixelOrder::Bgr), &IngestConfig::default()).unwrap();
     for _ in 0..3 {
@@ -64,8 +65,14 @@ fn synthetic_clip(dir: &Path, pattern: &str) -> PathBuf {
 }
 
 fn first_i420_frame(path: &Path) -> retail_ingest::VideoFrame {
-    let spec =
-        SourceSpec { stream: StreamId::from("s"), width: 416, height: 416, order: PixelOrder::I420, display: false };
+    let spec = SourceSpec {
+        stream: StreamId::from("s"),
+        width: 416,
+        height: 416,
+        order: PixelOrder::I420,
+        display: false,
+        cuda: None,
+    };
     FileSource::open(path, spec, &IngestConfig::default()).unwrap().next_frame().unwrap().unwrap()
 }
 
@@ -156,4 +163,27 @@ fn the_engine_on_i420_frames_and_the_kernels_counts_what_the_cpu_path_counts() {
         assert!(g.abs_diff(w) <= 2, "I420 + kernels {got:?} vs the CPU path {golden:?}");
     }
     assert!(dir.path().join("summary.json").is_file());
+}
+
+/// Frames stay in GPU memory only where GStreamer's nvcodec elements work (a driver); the
+/// runtime then asks for `CudaYuv` (see `ModelChoice::cuda`). Asked for anyway, a source
+/// says which element is missing instead of decoding anything.
+#[test]
+fn a_cuda_memory_source_without_nvcodec_names_the_missing_element() {
+    if retail_ingest::cuda_memory_available() {
+        return;
+    }
+    let spec = SourceSpec {
+        stream: StreamId::from("v"),
+        width: 416,
+        height: 416,
+        order: PixelOrder::CudaYuv,
+        display: false,
+        cuda: None,
+    };
+    let err = FileSource::open(&vtest(), spec, &IngestConfig::default()).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        retail_ingest::IngestError::MissingElement { element: "cudaupload".into() }.to_string()
+    );
 }
