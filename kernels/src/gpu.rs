@@ -3,7 +3,8 @@
 //! return [`KernelError::NoDriver`] or [`KernelError::NoNvrtc`] (cudarc itself panics when a
 //! library is missing, so presence is checked first).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
@@ -81,6 +82,22 @@ pub fn compile_ptx(kernel: &KernelSource, arch: &str) -> Result<Ptx, KernelError
     })
 }
 
+static PTX_CACHE: OnceLock<Mutex<HashMap<(&'static str, String), Ptx>>> = OnceLock::new();
+
+/// [`compile_ptx`] once per kernel and architecture in this process: the engine's GPU
+/// workers each load the kernels, and NVRTC takes about a second per compile.
+fn cached_ptx(kernel: &KernelSource, arch: &str) -> Result<Ptx, KernelError> {
+    let cache = PTX_CACHE.get_or_init(Mutex::default);
+    let key = (kernel.name, arch.to_owned());
+    // A poisoned lock only means another compile panicked; the map itself is consistent.
+    if let Some(ptx) = cache.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        return Ok(ptx.clone());
+    }
+    let ptx = compile_ptx(kernel, arch)?;
+    cache.lock().unwrap_or_else(PoisonError::into_inner).insert(key, ptx.clone());
+    Ok(ptx)
+}
+
 fn driver(what: &'static str) -> impl FnOnce(cudarc::driver::DriverError) -> KernelError {
     move |source| KernelError::Driver { what, source }
 }
@@ -117,7 +134,7 @@ impl Gpu {
         let arch = format!("compute_{major}{minor}");
         let mut functions = Vec::new();
         for kernel in &KERNELS {
-            let module = ctx.load_module(compile_ptx(kernel, &arch)?).map_err(driver("module load"))?;
+            let module = ctx.load_module(cached_ptx(kernel, &arch)?).map_err(driver("module load"))?;
             for name in kernel.entry_points {
                 functions.push(module.load_function(name).map_err(driver("function lookup"))?);
             }
@@ -467,4 +484,24 @@ fn preprocess_launch(
 
 fn grid(work: u32, items: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (work.div_ceil(BLOCK), items as u32, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs NVRTC (make test provides it); skipped without.
+    #[test]
+    fn kernels_are_compiled_once_per_architecture() {
+        if !nvrtc_present() {
+            return;
+        }
+        let kernel = &KERNELS[0];
+        let first = cached_ptx(kernel, "compute_80").unwrap().to_src();
+        let cached = PTX_CACHE.get().unwrap().lock().unwrap().get(&(kernel.name, "compute_80".to_owned())).cloned();
+        assert_eq!(cached.map(|p| p.to_src()), Some(first.clone()));
+        assert_eq!(cached_ptx(kernel, "compute_80").unwrap().to_src(), first);
+        let other = cached_ptx(kernel, "compute_90").unwrap().to_src();
+        assert!(other.contains(".target sm_90") && first.contains(".target sm_80"));
+    }
 }
