@@ -45,7 +45,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p retail-kernels --all-targets --features cuda -- -D warnings
-	cargo clippy -p retail-infer -p retail-kernels -p retail-runtime -p retail-ingest -p retail-gst-cuda --all-targets --features retail-runtime/tensorrt -- -D warnings
+	cargo clippy -p retail-infer -p retail-kernels -p retail-runtime -p retail-ingest -p retail-gst-cuda -p retail-ai --all-targets --features retail-ai/tensorrt -- -D warnings
 
 bench: build test-services
 	$(CARGO_TARGET_DIR)/debug/throughput --reps 3
