@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use ort::memory::Allocator;
 use ort::session::{Session, SessionOutputs};
 use ort::value::{DynTensor, DynValue, TensorElementType};
-use retail_core::{BBox, Detection, YuvColour, YuvMatrix};
+use retail_core::{BBox, Detection, DevicePicture, YuvColour, YuvMatrix};
 use retail_infer::{
     Accelerator, DecoderSpec, FrameRef, InferError, InferenceBackend, Manifest, ModelSession, nms, open_session,
 };
@@ -50,6 +50,8 @@ pub struct Output<'a> {
 pub trait TensorDevice {
     /// For logs: `host-emulation`, `cuda:0`.
     fn name(&self) -> String;
+    /// Whether the kernels here can read a decoder's picture in GPU memory; the reason not.
+    fn can_read(&self, picture: &DevicePicture) -> Result<(), String>;
     /// The allocator of the model input, on this device, for `session`.
     fn allocator(&self, session: &Session) -> Result<Allocator, KernelError>;
     /// Preprocesses `frames` into `tensor` (allocated by [`allocator`](Self::allocator), batch
@@ -303,7 +305,10 @@ impl<D: TensorDevice + Send> InferenceBackend for YuvDetector<D> {
         let mut yuv = Vec::with_capacity(frames.len());
         for (i, f) in frames.iter().enumerate() {
             let frame = match f.device {
-                Some(picture) => Planes::Device(picture),
+                Some(picture) => {
+                    self.device.can_read(picture).map_err(|why| backend(i, why))?;
+                    Planes::Device(picture)
+                }
                 None => Planes::Host(i420(f).map_err(|why| backend(i, why))?),
             };
             frame.check(i).map_err(|e| backend(i, e.to_string()))?;
@@ -380,6 +385,8 @@ fn host_output<'a>(o: &Output<'a>) -> Result<&'a [f32], KernelError> {
     })
 }
 
+const IN_GPU_MEMORY: &str = "in GPU memory; the host emulation reads frames in host memory";
+
 /// The host frames of a batch; a picture in GPU memory is an error naming it.
 fn host_frames<'a>(frames: &[Planes<'a>]) -> Result<Vec<YuvFrame<'a>>, KernelError> {
     frames
@@ -387,10 +394,7 @@ fn host_frames<'a>(frames: &[Planes<'a>]) -> Result<Vec<YuvFrame<'a>>, KernelErr
         .enumerate()
         .map(|(index, f)| match f {
             Planes::Host(f) => Ok(*f),
-            Planes::Device(_) => Err(KernelError::Frame {
-                index,
-                why: "in GPU memory; the host emulation reads frames in host memory".into(),
-            }),
+            Planes::Device(_) => Err(KernelError::Frame { index, why: IN_GPU_MEMORY.into() }),
         })
         .collect()
 }
@@ -398,6 +402,10 @@ fn host_frames<'a>(frames: &[Planes<'a>]) -> Result<Vec<YuvFrame<'a>>, KernelErr
 impl TensorDevice for HostKernels {
     fn name(&self) -> String {
         "host-emulation".into()
+    }
+
+    fn can_read(&self, _: &DevicePicture) -> Result<(), String> {
+        Err(IN_GPU_MEMORY.into())
     }
 
     fn allocator(&self, _: &Session) -> Result<Allocator, KernelError> {
@@ -505,6 +513,10 @@ mod on_gpu {
     impl TensorDevice for Gpu {
         fn name(&self) -> String {
             format!("cuda:{}", self.ordinal())
+        }
+
+        fn can_read(&self, picture: &retail_core::DevicePicture) -> Result<(), String> {
+            Gpu::can_read(self, picture)
         }
 
         fn allocator(&self, session: &Session) -> Result<Allocator, KernelError> {

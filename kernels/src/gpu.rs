@@ -226,17 +226,20 @@ impl Gpu {
         Ok(DeviceFrames { _planes: planes, _pictures: pictures, descs, len: frames.len(), input: *input })
     }
 
+    /// Whether the kernels here can read `p`: it must be in this GPU's context.
+    pub fn can_read(&self, p: &DevicePicture) -> Result<(), String> {
+        if p.context != self.context {
+            return Err(format!(
+                "in CUDA context {:#x}, not this GPU's {:#x} (device {})",
+                p.context, self.context, self.ordinal
+            ));
+        }
+        Ok(())
+    }
+
     /// The descriptor of a checked decoded picture, which must be in this GPU's context.
     fn describe_picture(&self, index: usize, p: &DevicePicture, input: &ModelInput) -> Result<FrameDesc, KernelError> {
-        if p.context != self.context {
-            return Err(KernelError::Frame {
-                index,
-                why: format!(
-                    "in CUDA context {:#x}, not this GPU's {:#x} (device {})",
-                    p.context, self.context, self.ordinal
-                ),
-            });
-        }
+        self.can_read(p).map_err(|why| KernelError::Frame { index, why })?;
         let format = match p.format {
             DeviceYuv::Nv12 => YuvFormat::Nv12,
             DeviceYuv::I420 => YuvFormat::I420,
@@ -256,10 +259,15 @@ impl Gpu {
     ) -> Result<(), KernelError> {
         let (p, cfg) = preprocess_launch(frames, matrix, range, std::mem::size_of::<T>(), out.len())?;
         // SAFETY: `frames` owns the device planes its descriptors point to (checked on upload
-        // for the sizes the kernel reads); `out` holds the batch's elements of the width the
-        // kernel writes, checked above.
+        // for the sizes the kernel reads), or borrows mapped decoder pictures; `out` holds the
+        // batch's elements of the width the kernel writes, checked above.
         unsafe { self.stream.launch_builder(&self.yuv_to_tensor).arg(&frames.descs).arg(&p).arg(out).launch(cfg) }
             .map_err(driver("launch"))?;
+        if !frames._pictures.is_empty() {
+            // Decoder pictures are unmapped and reused when their frames go, which the stream
+            // does not order: the kernel must be done with them before this returns.
+            self.stream.synchronize().map_err(driver("synchronize"))?;
+        }
         Ok(())
     }
 

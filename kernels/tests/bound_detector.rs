@@ -187,6 +187,24 @@ fn as_the_engines_backend_frames_of_mixed_colorimetry_keep_their_order_and_colou
     bad[3].pixels = &packed[3][1..];
     let err = InferenceBackend::detect_batch(&mut d, &bad).unwrap_err();
     assert!(err.to_string().contains("frame 3 of the batch: 663551 bytes, a 768x576 I420 picture has 663552"), "{err}");
+
+    // A picture in GPU memory is named by its place in the batch, not read as host pixels.
+    let on_gpu = retail_core::DevicePicture {
+        format: retail_core::DeviceYuv::Nv12,
+        width: 768,
+        height: 576,
+        luma: 0x1000,
+        chroma_u: 0x2000,
+        chroma_v: 0,
+        luma_pitch: 1024,
+        chroma_pitch: 1024,
+        context: 1,
+        keep: std::sync::Arc::new(()),
+    };
+    let mut gpu_frame = refs.clone();
+    gpu_frame[2] = FrameRef { pixels: &[], device: Some(&on_gpu), ..refs[2] };
+    let err = InferenceBackend::detect_batch(&mut d, &gpu_frame).unwrap_err();
+    assert!(err.to_string().contains("frame 2 of the batch: in GPU memory"), "{err}");
 }
 
 #[test]

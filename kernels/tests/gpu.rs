@@ -244,24 +244,36 @@ fn random_levels(rng: &mut Rng, batch: usize) -> Vec<(u32, Vec<f32>, Vec<f32>)> 
         .collect()
 }
 
-/// A picture as GStreamer's CUDA pool leaves it: one device allocation, planes one after
-/// another at their pitches, in the kernels' context.
+/// A picture as GStreamer's CUDA pool leaves it: one device allocation, every plane at the
+/// same pitch (the pool's, wider than any row: 512-byte aligned), planes one after another,
+/// in the kernels' context.
 fn picture_on_device(gpu: &Gpu, f: &retail_kernels::YuvFrame<'_>) -> (cudarc::driver::CudaSlice<u8>, DevicePicture) {
-    let mut bytes = f.luma.to_vec();
-    bytes.extend_from_slice(f.chroma_u);
-    bytes.extend_from_slice(f.chroma_v);
+    let (w, h) = (f.width as usize, f.height as usize);
+    let pitch = (w + 1).next_multiple_of(512);
+    let chroma_row = if f.format == YuvFormat::Nv12 { w } else { w / 2 };
+    let mut bytes = Vec::new();
+    let mut plane = |data: &[u8], src_pitch: usize, row: usize, rows: usize| {
+        let at = bytes.len() as u64;
+        for y in 0..rows {
+            bytes.extend_from_slice(&data[y * src_pitch..y * src_pitch + row]);
+            bytes.resize(bytes.len() + pitch - row, 0xEE);
+        }
+        at
+    };
+    let luma = plane(f.luma, f.luma_pitch, w, h);
+    let u = plane(f.chroma_u, f.chroma_pitch, chroma_row, h / 2);
+    let v = if f.chroma_v.is_empty() { None } else { Some(plane(f.chroma_v, f.chroma_pitch, chroma_row, h / 2)) };
     let memory = gpu.stream().clone_htod(&bytes).unwrap();
     let base = address(gpu, &memory);
-    let (u, v) = (base + f.luma.len() as u64, base + (f.luma.len() + f.chroma_u.len()) as u64);
     let picture = DevicePicture {
         format: if f.format == YuvFormat::Nv12 { DeviceYuv::Nv12 } else { DeviceYuv::I420 },
         width: f.width,
         height: f.height,
-        luma: base,
-        chroma_u: u,
-        chroma_v: if f.chroma_v.is_empty() { 0 } else { v },
-        luma_pitch: f.luma_pitch,
-        chroma_pitch: f.chroma_pitch,
+        luma: base + luma,
+        chroma_u: base + u,
+        chroma_v: v.map_or(0, |v| base + v),
+        luma_pitch: pitch,
+        chroma_pitch: pitch,
         context: gpu.context_handle(),
         keep: std::sync::Arc::new(()),
     };
@@ -290,5 +302,6 @@ fn gpu_pictures_left_on_the_device_preprocess_as_uploaded_frames_do() {
         let other = DevicePicture { context: picture.context ^ 0x100, ..picture.clone() };
         let err = gpu.place(&[Placed::Device(&other)], &input).err().unwrap();
         assert!(err.to_string().contains("not this GPU's"), "{err}");
+        assert!(gpu.can_read(&other).is_err() && gpu.can_read(&picture).is_ok());
     }
 }

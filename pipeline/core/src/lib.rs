@@ -216,6 +216,8 @@ pub enum DeviceYuv {
 
 /// A decoded 4:2:0 picture left in GPU memory (GStreamer's `memory:CUDAMemory`): plane
 /// addresses and pitches in `context`, held there until the last clone is dropped.
+/// The kernels only read through these addresses and trust them: retail-gst-cuda makes them
+/// from mapped decoder memory; anything else handing one over vouches for them the same way.
 #[derive(Clone)]
 pub struct DevicePicture {
     pub format: DeviceYuv,

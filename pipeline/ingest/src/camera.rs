@@ -435,7 +435,7 @@ impl Connection {
         let by_name = |n: &str| pipeline.by_name(n).ok_or_else(|| format!("no element {n}"));
         let dec = by_name("dec")?;
         if spec.order == PixelOrder::CudaYuv {
-            crate::cuda::attach(&pipeline, spec)?;
+            crate::cuda::attach(&pipeline, &dec, spec)?;
         }
         link_video_only(&dec, by_name(head)?, &pipeline);
         dec.set_property("uri", settings.url.location());

@@ -8,14 +8,15 @@ use retail_core::DevicePicture;
 use crate::SourceSpec;
 
 /// Sets the kernels' CUDA context on `pipeline` (GStreamer's bins hand it to the CUDA
-/// elements they add, `decodebin`'s decoders included) and prefers NVDEC decoders.
+/// elements they add, `decodebin`'s decoders included) and makes `decodebin` prefer the
+/// device's NVDEC decoders.
 #[cfg(feature = "cuda")]
-pub(crate) fn attach(pipeline: &gst::Pipeline, spec: &SourceSpec) -> Result<(), String> {
+pub(crate) fn attach(pipeline: &gst::Pipeline, decodebin: &gst::Element, spec: &SourceSpec) -> Result<(), String> {
     use gstreamer::prelude::*;
     let ctx = spec.cuda.as_ref().ok_or("the CUDA branch needs the kernels' CUDA context")?;
     let lib = retail_gst_cuda::library().map_err(|e| e.to_string())?;
     let context = lib.context(ctx).map_err(|e| e.to_string())?;
-    retail_gst_cuda::prefer_hardware_decoders();
+    crate::source::prefer_decoders(decodebin, &retail_gst_cuda::hardware_decoders(ctx.device))?;
     pipeline.set_context(&context);
     tracing::debug!(stream = %spec.stream, device = ctx.device, "decoding into CUDA memory");
     Ok(())
@@ -33,7 +34,7 @@ pub(crate) fn picture(spec: &SourceSpec, buffer: gst::Buffer, size: (u32, u32)) 
 const NO_CUDA: &str = "this build cannot decode into CUDA memory (retail-ingest's feature `cuda`)";
 
 #[cfg(not(feature = "cuda"))]
-pub(crate) fn attach(_: &gst::Pipeline, _: &SourceSpec) -> Result<(), String> {
+pub(crate) fn attach(_: &gst::Pipeline, _: &gst::Element, _: &SourceSpec) -> Result<(), String> {
     Err(NO_CUDA.into())
 }
 

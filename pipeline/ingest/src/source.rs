@@ -62,8 +62,17 @@ impl PixelOrder {
     /// GStreamer elements the model branch needs beyond the common ones.
     pub(crate) fn elements(self) -> &'static [&'static str] {
         match self {
-            PixelOrder::CudaYuv => &["cudaupload", "cudaconvert"],
+            PixelOrder::CudaYuv => &["cudaupload", "cudaconvert", "cudadownload"],
             _ => &[],
+        }
+    }
+
+    /// The start of the annotation branch: frames in CUDA memory are downloaded there, so
+    /// that both branches of the tee accept CUDA memory and the decoder keeps it.
+    pub(crate) fn display_head(self) -> &'static str {
+        match self {
+            PixelOrder::CudaYuv => "cudadownload ! videoconvert",
+            _ => "videoconvert",
         }
     }
 
@@ -242,7 +251,8 @@ impl FileSource {
             format!(
                 "filesrc name=src ! decodebin name=dec caps={caps}  tee name=head \
                  head. ! queue max-size-buffers=4 ! {model_branch} \
-                 head. ! queue max-size-buffers=4 ! videoconvert ! video/x-raw,format=RGBx ! appsink name=display"
+                 head. ! queue max-size-buffers=4 ! {display} ! video/x-raw,format=RGBx ! appsink name=display",
+                display = spec.order.display_head()
             )
         } else {
             format!("filesrc name=src ! decodebin name=dec caps={caps}  {model_branch}")
@@ -257,7 +267,7 @@ impl FileSource {
             .ok_or_else(|| pipeline_err("no head element".into()))?;
         let decodebin = pipeline.by_name("dec").ok_or_else(|| pipeline_err("no decodebin".into()))?;
         if spec.order == PixelOrder::CudaYuv {
-            crate::cuda::attach(&pipeline, &spec).map_err(pipeline_err)?;
+            crate::cuda::attach(&pipeline, &decodebin, &spec).map_err(pipeline_err)?;
         }
         link_video_only(&decodebin, head, &pipeline);
         let src = pipeline.by_name("src").ok_or_else(|| pipeline_err("no filesrc".into()))?;
@@ -527,6 +537,47 @@ pub(crate) fn link_video_only(decodebin: &gst::Element, head: gst::Element, pipe
     });
 }
 
+/// Makes `decodebin` (or `uridecodebin`) skip every other picture decoder for a format one of
+/// `preferred` (factory names) decodes, whatever the ranks say; for this pipeline only.
+// Only the CUDA branch (feature `cuda`) uses it outside the tests.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn prefer_decoders(decodebin: &gst::Element, preferred: &[String]) -> Result<(), String> {
+    let preferred: Vec<gst::ElementFactory> = preferred.iter().filter_map(|n| gst::ElementFactory::find(n)).collect();
+    if preferred.is_empty() {
+        return Ok(());
+    }
+    // GST_AUTOPLUG_SELECT_TRY and _SKIP, of a type decodebin registers.
+    const TRY: i32 = 0;
+    const SKIP: i32 = 2;
+    let result = gst::glib::Type::from_name("GstAutoplugSelectResult")
+        .filter(|t| {
+            gst::glib::EnumClass::with_type(*t).is_some_and(|c| c.value(TRY).is_some() && c.value(SKIP).is_some())
+        })
+        .ok_or("decodebin's GstAutoplugSelectResult type is not registered")?;
+    decodebin.connect("autoplug-select", false, move |args| {
+        let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
+        let factory = args.get(3).and_then(|v| v.get::<gst::ElementFactory>().ok());
+        let skipped = match (caps, factory) {
+            (Some(caps), Some(factory)) => passed_over(&factory, &caps, &preferred),
+            _ => false,
+        };
+        gst::glib::EnumClass::with_type(result)?.to_value(if skipped { SKIP } else { TRY })
+    });
+    Ok(())
+}
+
+/// Whether `factory` is a video or image decoder other than `preferred` ones, one of which
+/// takes `caps`.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn passed_over(factory: &gst::ElementFactory, caps: &gst::Caps, preferred: &[gst::ElementFactory]) -> bool {
+    let klass = factory.metadata(gst::ELEMENT_METADATA_KLASS).unwrap_or_default();
+    // JPEG decoders say Image, NVDEC's and libav's MJPEG decoder say Video.
+    let is_picture_decoder = klass.contains("Decoder") && (klass.contains("Video") || klass.contains("Image"));
+    is_picture_decoder
+        && !preferred.iter().any(|p| p.name() == factory.name())
+        && preferred.iter().any(|p| p.can_sink_any_caps(caps))
+}
+
 pub(crate) fn error_text(err: &gst::message::Error) -> String {
     let mut text = err.error().to_string();
     if let Some(src) = err.src() {
@@ -593,8 +644,68 @@ mod tests {
         let formats: Vec<String> =
             caps.structure(0).unwrap().get::<gst::List>("format").unwrap().iter().map(|v| v.get().unwrap()).collect();
         assert_eq!(formats, ["NV12", "I420"]);
-        assert_eq!(order.elements(), ["cudaupload", "cudaconvert"]);
+        assert_eq!(order.elements(), ["cudaupload", "cudaconvert", "cudadownload"]);
+        assert!(order.display_head().starts_with("cudadownload !"));
         assert!(order.pack(&[0u8; 64], &info("bt601")).is_err(), "CUDA pictures are never packed");
+    }
+
+    /// The decoders `decodebin` plugged for the MJPEG clip at `path`, with or without
+    /// `preferred` ones.
+    fn decoders_used(path: &Path, preferred: &[String]) -> Vec<String> {
+        let desc = format!("filesrc location={} ! decodebin name=dec ! fakesink name=sink", path.display());
+        let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+        let dec = pipeline.by_name("dec").unwrap();
+        prefer_decoders(&dec, preferred).unwrap();
+        pipeline.set_state(gst::State::Paused).unwrap();
+        let bus = pipeline.bus().unwrap();
+        let msg = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(30),
+                &[gst::MessageType::AsyncDone, gst::MessageType::Error],
+            )
+            .unwrap();
+        assert!(matches!(msg.view(), gst::MessageView::AsyncDone(_)), "{msg:?}");
+        let bin = dec.downcast::<gst::Bin>().unwrap();
+        let names = bin
+            .iterate_recurse()
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.factory().map(|f| f.name().to_string()))
+            .collect();
+        pipeline.set_state(gst::State::Null).unwrap();
+        names
+    }
+
+    /// The CUDA branch makes `decodebin` take the NVDEC decoders whatever their rank; the same
+    /// mechanism checked here with two CPU decoders of JPEG: `jpegdec` (primary rank) is
+    /// passed over for `avdec_mjpeg` (marginal) when that one is preferred.
+    #[test]
+    fn preferred_decoders_are_plugged_before_higher_ranked_ones() {
+        crate::init().unwrap();
+        if gst::ElementFactory::find("avdec_mjpeg").is_none() || gst::ElementFactory::find("jpegdec").is_none() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("retail-ai-prefer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let clip = dir.join("mjpeg.avi");
+        let make = format!(
+            "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! jpegenc ! avimux ! filesink location={}",
+            clip.display()
+        );
+        let pipeline = gst::parse::launch(&make).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = pipeline.bus().unwrap();
+        bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos]).unwrap();
+        pipeline.set_state(gst::State::Null).unwrap();
+
+        let by_rank = decoders_used(&clip, &[]);
+        assert!(by_rank.contains(&"jpegdec".to_owned()), "{by_rank:?}");
+        let preferred = decoders_used(&clip, &["avdec_mjpeg".to_owned(), "no-such-decoder".to_owned()]);
+        assert!(
+            preferred.contains(&"avdec_mjpeg".to_owned()) && !preferred.contains(&"jpegdec".to_owned()),
+            "{preferred:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

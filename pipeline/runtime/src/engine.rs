@@ -400,7 +400,10 @@ fn detect_and_reply(
         Ok(Ok(all)) if all.len() == frames.len() => {
             let per_frame = started.elapsed() / frames.len() as u32;
             for (t, detections) in frames.into_iter().zip(all) {
-                let Queued { frame, decode, reply } = t.item;
+                let Queued { mut frame, decode, reply } = t.item;
+                // A picture in GPU memory is done with (the backend has synchronised): its
+                // decoder buffer goes back to the pool now, not after analysis.
+                frame.device = None;
                 let out = Outcome::Inferred { seq: t.seq, frame, detections, times: [decode, t.waited, per_frame] };
                 if reply.send(out).is_err() {
                     queue.done(t.stream, 1); // the stream has gone: free its room

@@ -210,10 +210,15 @@ mod tests {
         let config = tensorrt_config();
         let model = ModelChoice::resolve(&config).unwrap();
         assert!(model.yuv_frames);
-        if !retail_ingest::cuda_memory_available() {
+        let spec = model.source_spec("s".into(), false);
+        if retail_ingest::cuda_memory_available() && retail_kernels::gpu::driver_present() {
+            // nvcodec works here: decoded into CUDA memory in the kernels' context.
+            assert_eq!(spec.order, PixelOrder::CudaYuv);
+            assert_eq!(spec.cuda.map(|c| c.device), Some(0));
+        } else {
             // No nvcodec CUDA elements (no driver): decoded on the CPU, uploaded as I420.
-            assert!(model.cuda.is_none());
-            assert_eq!(model.source_spec("s".into(), false).order, PixelOrder::I420);
+            assert!(model.cuda.is_none() && spec.cuda.is_none());
+            assert_eq!(spec.order, PixelOrder::I420);
         }
         if retail_kernels::gpu::driver_present() {
             return; // a GPU machine: the session's own errors are tested by retail-infer

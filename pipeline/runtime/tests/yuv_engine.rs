@@ -170,7 +170,8 @@ fn the_engine_on_i420_frames_and_the_kernels_counts_what_the_cpu_path_counts() {
 /// says which element is missing instead of decoding anything.
 #[test]
 fn a_cuda_memory_source_without_nvcodec_names_the_missing_element() {
-    if retail_ingest::cuda_memory_available() {
+    retail_ingest::init().unwrap();
+    if gstreamer::ElementFactory::find("cudaupload").is_some() {
         return;
     }
     let spec = SourceSpec {

@@ -21,7 +21,6 @@ use std::sync::{Arc, OnceLock};
 use gstreamer as gst;
 use gstreamer::ffi as gst_ffi;
 use gstreamer::glib::translate::ToGlibPtr;
-use gstreamer::prelude::*;
 use gstreamer_video::ffi as video_ffi;
 use retail_core::{CudaContextRef, DevicePicture, DeviceYuv};
 
@@ -42,7 +41,9 @@ pub enum GstCudaError {
     Buffer { why: String },
     /// The decoder allocated in another CUDA context than the kernels' (the shared context
     /// was not used), so its addresses would be invalid for the kernels.
-    #[error("decoded buffer is in CUDA context {found:#x}, not the kernels' {expected:#x}")]
+    #[error(
+        "decoded buffer is in CUDA context {found:#x}, not the kernels' {expected:#x} (an element did not take the shared context)"
+    )]
     OtherContext { found: usize, expected: usize },
 }
 
@@ -62,14 +63,16 @@ pub const CUDA_MEMORY: &str = "memory:CUDAMemory";
 /// The elements the CUDA branch needs: present only where nvcodec found a working driver.
 pub const ELEMENTS: [&str; 2] = ["cudaupload", "cudaconvert"];
 
-/// NVDEC decoders, preferred over software decoders when the CUDA branch is used.
-const HARDWARE_DECODERS: [&str; 6] = ["nvh264dec", "nvh265dec", "nvvp9dec", "nvav1dec", "nvmpeg4videodec", "nvjpegdec"];
+/// The codecs of nvcodec's NVDEC decoders (`nv<codec>dec` on device 0,
+/// `nv<codec>device<N>dec` on device N).
+const NVDEC_CODECS: [&str; 8] = ["h264", "h265", "vp8", "vp9", "av1", "mpeg2video", "mpeg4video", "jpeg"];
 
 type LoadLibrary = unsafe extern "C" fn() -> gst::glib::ffi::gboolean;
 type NewWrapped = unsafe extern "C" fn(*mut c_void, c_int) -> *mut c_void;
 type NewContext = unsafe extern "C" fn(*mut c_void) -> *mut gst_ffi::GstContext;
 type IsCudaMemory = unsafe extern "C" fn(*mut gst_ffi::GstMemory) -> gst::glib::ffi::gboolean;
 type GetHandle = unsafe extern "C" fn(*mut c_void) -> *mut c_void;
+type MemorySync = unsafe extern "C" fn(*mut gst_ffi::GstMemory);
 
 /// libgstcuda-1.0's entry points the GPU path uses.
 pub struct GstCuda {
@@ -79,6 +82,10 @@ pub struct GstCuda {
     new_context: NewContext,
     is_cuda_memory: IsCudaMemory,
     get_handle: GetHandle,
+    /// `gst_cuda_memory_sync` (1.24 and later, where decoders and elements work on CUDA
+    /// streams and leave a memory's last write pending): waits for it before the kernels read.
+    /// 1.22 finishes its writes before handing a buffer on, and has no such call.
+    memory_sync: Option<MemorySync>,
 }
 
 impl std::fmt::Debug for GstCuda {
@@ -99,17 +106,12 @@ pub fn available() -> bool {
     gst::init().is_ok() && ELEMENTS.iter().all(|e| gst::ElementFactory::find(e).is_some()) && library().is_ok()
 }
 
-/// Ranks the NVDEC decoders above the software ones, so that `decodebin` picks them and
-/// frames stay on the GPU from the bitstream on. Process-wide, like `GST_PLUGIN_FEATURE_RANK`.
-pub fn prefer_hardware_decoders() {
-    let rank = gst::Rank::PRIMARY + 10;
-    for name in HARDWARE_DECODERS {
-        if let Some(factory) = gst::ElementFactory::find(name)
-            && factory.rank() < rank
-        {
-            factory.set_rank(rank);
-        }
-    }
+/// The names of nvcodec's NVDEC decoders for CUDA device `device`.
+pub fn hardware_decoders(device: i32) -> Vec<String> {
+    NVDEC_CODECS
+        .iter()
+        .map(|c| if device == 0 { format!("nv{c}dec") } else { format!("nv{c}device{device}dec") })
+        .collect()
 }
 
 impl GstCuda {
@@ -125,6 +127,7 @@ impl GstCuda {
                 new_context: symbol(&lib, b"gst_context_new_cuda_context\0")?,
                 is_cuda_memory: symbol(&lib, b"gst_is_cuda_memory\0")?,
                 get_handle: symbol(&lib, b"gst_cuda_context_get_handle\0")?,
+                memory_sync: symbol(&lib, b"gst_cuda_memory_sync\0").ok(),
                 _lib: lib,
             })
         }
@@ -186,7 +189,11 @@ impl GstCuda {
             return Err(GstCudaError::OtherContext { found, expected: ctx.handle });
         }
         let layout = plane_layout(info, (width, height)).map_err(bad)?;
-        let mapped = Mapped::new(buffer, memory).map_err(bad)?;
+        if let Some(sync) = self.memory_sync {
+            // SAFETY: `memory` is a live GstCudaMemory (checked above) of a buffer we hold.
+            unsafe { sync(memory) };
+        }
+        let mapped = Mapped::new(buffer, memory, ctx.keep.clone()).map_err(bad)?;
         let base = mapped.address();
         Ok(DevicePicture {
             format: layout.format,
@@ -232,6 +239,9 @@ fn plane_layout(info: &video_ffi::GstVideoInfo, (width, height): (u32, u32)) -> 
     if info.stride.iter().take(3).any(|&s| s < 0) {
         return Err(format!("negative pitch in {:?}", info.stride));
     }
+    if format == DeviceYuv::I420 && info.stride[1] != info.stride[2] {
+        return Err(format!("I420 chroma pitches differ ({} and {})", info.stride[1], info.stride[2]));
+    }
     Ok(PlaneLayout {
         format,
         offsets: [info.offset[0] as u64, info.offset[1] as u64, info.offset[2] as u64],
@@ -243,6 +253,9 @@ fn plane_layout(info: &video_ffi::GstVideoInfo, (width, height): (u32, u32)) -> 
 struct Mapped {
     /// Holds the memory.
     _buffer: gst::Buffer,
+    /// The CUDA context the memory is in (the wrapper GStreamer holds does not own it): the
+    /// pool frees the memory in it when the buffer goes, so it is released after the buffer.
+    _context: Arc<dyn Send + Sync>,
     memory: *mut gst_ffi::GstMemory,
     info: gst_ffi::GstMapInfo,
 }
@@ -254,7 +267,11 @@ unsafe impl Send for Mapped {}
 unsafe impl Sync for Mapped {}
 
 impl Mapped {
-    fn new(buffer: gst::Buffer, memory: *mut gst_ffi::GstMemory) -> Result<Mapped, String> {
+    fn new(
+        buffer: gst::Buffer,
+        memory: *mut gst_ffi::GstMemory,
+        context: Arc<dyn Send + Sync>,
+    ) -> Result<Mapped, String> {
         // SAFETY: all-zero is the documented initial value of a GstMapInfo.
         let mut info: gst_ffi::GstMapInfo = unsafe { std::mem::zeroed() };
         // SAFETY: `memory` is a live CUDA memory of `buffer`, which we hold; GST_MAP_CUDA
@@ -263,7 +280,7 @@ impl Mapped {
         if ok == 0 || info.data.is_null() {
             return Err("GStreamer could not map the CUDA memory for device access".into());
         }
-        Ok(Mapped { _buffer: buffer, memory, info })
+        Ok(Mapped { _buffer: buffer, _context: context, memory, info })
     }
 
     /// The device address of the memory's first byte.
@@ -301,6 +318,15 @@ mod tests {
         let layout = plane_layout(&raw(gst_video::VideoFormat::I420, 64, 48), (64, 48)).unwrap();
         assert_eq!(layout.offsets, [0, 64 * 48, 64 * 48 + 32 * 24]);
         assert_eq!(layout.pitches, [64, 32, 32]);
+    }
+
+    #[test]
+    fn nvdec_decoders_are_named_per_device_as_nvcodec_registers_them() {
+        let zero = hardware_decoders(0);
+        assert!(zero.contains(&"nvh264dec".to_owned()) && zero.contains(&"nvh265dec".to_owned()), "{zero:?}");
+        let one = hardware_decoders(1);
+        assert!(one.contains(&"nvh264device1dec".to_owned()), "{one:?}");
+        assert!(!one.iter().any(|n| zero.contains(n)));
     }
 
     #[test]
