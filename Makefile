@@ -38,6 +38,7 @@ test: setup test-services
 	LD_LIBRARY_PATH=$(NVRTC_LIB) RETAIL_AI_REQUIRE_NVRTC=1 cargo test -p retail-kernels --features cuda --lib --test gpu
 	cargo test -p retail-infer --features tensorrt --lib --test accelerator
 	cargo test -p retail-runtime --features tensorrt --lib model::
+	cargo test -p retail-runtime --features tensorrt --test nvdec
 	cargo test -p retail-ingest --features cuda --lib
 
 lint:

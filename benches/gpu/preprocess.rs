@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Parser;
 use retail_kernels::gpu::Gpu;
-use retail_kernels::{Matrix, ModelInput, Range, Resize, YuvFormat, YuvFrame, reference};
+use retail_kernels::{Matrix, Range, Resize, YuvFormat, YuvFrame, model_input, reference};
 
 #[derive(Parser)]
 struct Args {
@@ -45,16 +45,8 @@ fn main() -> Result<()> {
         chroma_v: &[],
         chroma_pitch: w as usize,
     };
-    let input = |half| ModelInput {
-        width: 416,
-        height: 416,
-        bgr: true,
-        mean: [103.53, 116.28, 123.675],
-        std: [57.375, 57.12, 58.395],
-        resize: Resize::Stretch,
-        pad: 114.0,
-        half,
-    };
+    let manifest = retail_infer::Manifest::bundled();
+    let input = |half| model_input(&manifest, Resize::Stretch, half);
 
     // Device-to-device copy of 1 GiB, the bandwidth ceiling.
     let bytes = 1usize << 30;

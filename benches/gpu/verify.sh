@@ -5,7 +5,8 @@
 #
 #   here:            bash benches/gpu/verify.sh --build
 #                    (builds the kernel tests and the benchmark into results/gpu-carry/,
-#                    about 20 MiB, to carry to the GPU machine)
+#                    with GStreamer and a clip for the NVDEC test: about 30 MiB, to carry
+#                    to the GPU machine)
 #   on the GPU box:  bash benches/gpu/verify.sh [results/gpu-carry]
 #
 # On the GPU it runs, each under a time limit so the whole finishes well inside 10 minutes:
@@ -14,7 +15,9 @@
 #      kernels/tests/kernels_cpu.rs), and PTX for sm_80/sm_90;
 #   2. the same GPU tests under compute-sanitizer --tool memcheck;
 #   3. the benchmark: batches of 1, 8, 32 NV12 1080p frames to 416x416, GB/s next to the
-#      device-to-device copy bandwidth of the same run, and the CPU specification's frames/s.
+#      device-to-device copy bandwidth of the same run, and the CPU specification's frames/s;
+#   4. NVDEC into CUDA memory handed to the kernels (pipeline/runtime/tests/nvdec.rs), with
+#      GStreamer's libraries and plugins (nvcodec included) and an H.264 clip carried from here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -28,10 +31,23 @@ for l in sys.stdin:
         print(m["executable"])' "$1"; }
   cargo test -p retail-kernels --features cuda --test gpu --no-run --message-format=json | exe gpu >"$out/.tests"
   cargo build -p retail-benches --features cuda --bin gpu-preprocess --message-format=json | exe gpu-preprocess >"$out/.bench"
+  cargo test -p retail-runtime --features tensorrt --test nvdec --no-run --message-format=json | exe nvdec >"$out/.nvdec"
   cp "$(cat "$out/.tests")" "$out/kernel-tests"
   cp "$(cat "$out/.bench")" "$out/gpu-preprocess"
-  rm "$out/.tests" "$out/.bench"
-  strip --strip-debug "$out/kernel-tests" "$out/gpu-preprocess"
+  cp "$(cat "$out/.nvdec")" "$out/nvdec-tests"
+  rm "$out/.tests" "$out/.bench" "$out/.nvdec"
+  strip --strip-debug "$out/kernel-tests" "$out/gpu-preprocess" "$out/nvdec-tests"
+  # GStreamer for the NVDEC test: the plugins a decodebin of H.264 in MP4 needs, nvcodec, and
+  # every library they and the test link but glibc's (the GPU machine has no GStreamer).
+  plugins=/usr/lib/x86_64-linux-gnu/gstreamer-1.0
+  mkdir -p "$out/gst/plugins" "$out/gst/lib"
+  for p in coreelements typefindfunctions playback isomp4 videoparsersbad nvcodec app videoconvertscale; do
+    cp "$plugins/libgst$p.so" "$out/gst/plugins/"
+  done
+  ldd "$out"/gst/plugins/*.so "$out/nvdec-tests" | awk '$3 ~ /^\// {print $3}' | sort -u |
+    grep -v -E '/(libc|libm|ld-linux-x86-64|libpthread|libdl|librt)\.so' | xargs -I{} cp -L {} "$out/gst/lib/"
+  gst-launch-1.0 -q videotestsrc num-buffers=12 pattern=ball ! video/x-raw,width=1280,height=720,framerate=10/1 ! \
+    x264enc ! h264parse ! mp4mux ! filesink location="$out/nvdec.mp4"
   cp "$0" "$out/verify.sh"
   du -sh "$out"
   exit 0
@@ -55,6 +71,12 @@ else
   echo "!! compute-sanitizer not found"; status=1
 fi
 step "benchmark" timeout 120 "$dir/gpu-preprocess" --reps 50
+# GStreamer from the carry only, its registry built in-process; nvcodec registers its CUDA
+# elements when it finds the driver (and NVRTC for conversions, by this name).
+step "NVDEC into CUDA memory, handed to the kernels" env LD_LIBRARY_PATH="$dir/gst/lib:${LD_LIBRARY_PATH:-}" \
+  GST_PLUGIN_SYSTEM_PATH_1_0="$dir/gst/plugins" GST_PLUGIN_PATH_1_0= GST_REGISTRY_FORK=no \
+  GST_REGISTRY_1_0="${TMPDIR:-/tmp}/retail-ai-gst-registry.bin" GST_CUDA_NVRTC_LIBNAME=libnvrtc.so.13 \
+  RETAIL_AI_NVDEC_CLIP="$dir/nvdec.mp4" timeout 120 "$dir/nvdec-tests" --test-threads=1 --nocapture
 echo
 [ "$status" -eq 0 ] && echo "verify: all steps passed" || echo "verify: a step failed"
 exit "$status"

@@ -19,8 +19,7 @@ use retail_infer::{
 
 use crate::host::TensorMut;
 use crate::{
-    Candidate, KernelError, Matrix, ModelInput, NanoDetLevel, NanoDetSpec, Planes, Range, Resize, YuvFormat, YuvFrame,
-    host,
+    Candidate, KernelError, Matrix, ModelInput, NanoDetLevel, NanoDetSpec, Planes, Range, Resize, YuvFrame, host,
 };
 
 /// The detector's settings: which classes, from which score, and NMS's overlap.
@@ -142,17 +141,7 @@ impl<D: TensorDevice> YuvDetector<D> {
     ) -> Result<Self, KernelError> {
         let ModelSession { session, dynamic_batch, half_input, .. } =
             open_session(manifest, model_path, 1, accelerator).map_err(|source| KernelError::Infer { source })?;
-        let (width, height) = manifest.input_size();
-        let input = ModelInput {
-            width,
-            height,
-            bgr: manifest.input.channel_order == retail_infer::ChannelOrder::Bgr,
-            mean: manifest.input.mean,
-            std: manifest.input.std,
-            resize,
-            pad: 114.0,
-            half: half_input,
-        };
+        let input = model_input(manifest, resize, half_input);
         input.check()?;
         let allocator = device.allocator(&session)?;
         Ok(YuvDetector {
@@ -271,6 +260,21 @@ impl<D: TensorDevice> YuvDetector<D> {
     }
 }
 
+/// The input `manifest`'s model takes, with frames placed by `resize`, in f16 if `half`.
+pub fn model_input(manifest: &Manifest, resize: Resize, half: bool) -> ModelInput {
+    let (width, height) = manifest.input_size();
+    ModelInput {
+        width,
+        height,
+        bgr: manifest.input.channel_order == retail_infer::ChannelOrder::Bgr,
+        mean: manifest.input.mean,
+        std: manifest.input.std,
+        resize,
+        pad: 114.0,
+        half,
+    }
+}
+
 /// A candidate's box (fractions of the model input) as fractions of its frame: the frame's
 /// placement in the input (the letterbox) undone.
 fn frame_box(input: &ModelInput, (width, height): (u32, u32), c: &Candidate) -> BBox {
@@ -345,24 +349,7 @@ fn kernel_colour(c: YuvColour) -> (Matrix, Range) {
 
 /// A packed I420 picture as the kernels read it.
 fn i420<'a>(f: &FrameRef<'a>) -> Result<YuvFrame<'a>, String> {
-    let (w, h) = (f.width as usize, f.height as usize);
-    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    let expected = w * h + 2 * cw * ch;
-    if f.pixels.len() != expected {
-        return Err(format!("{} bytes, a {w}x{h} I420 picture has {expected}", f.pixels.len()));
-    }
-    let (luma, chroma) = f.pixels.split_at(w * h);
-    let (u, v) = chroma.split_at(cw * ch);
-    Ok(YuvFrame {
-        format: YuvFormat::I420,
-        width: f.width,
-        height: f.height,
-        luma,
-        luma_pitch: w,
-        chroma_u: u,
-        chroma_v: v,
-        chroma_pitch: cw,
-    })
+    YuvFrame::packed_i420(f.pixels, f.width, f.height)
 }
 
 /// A bound output of the run, by name.

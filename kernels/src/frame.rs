@@ -19,7 +19,30 @@ pub struct YuvFrame<'a> {
     pub chroma_pitch: usize,
 }
 
-impl YuvFrame<'_> {
+impl<'a> YuvFrame<'a> {
+    /// The planes of packed I420 `pixels` (Y, then U, then V, rows packed), `width` x
+    /// `height`; an error naming the sizes when the length is not that.
+    pub fn packed_i420(pixels: &'a [u8], width: u32, height: u32) -> Result<YuvFrame<'a>, String> {
+        let (w, h) = (width as usize, height as usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let expected = w * h + 2 * cw * ch;
+        if pixels.len() != expected {
+            return Err(format!("{} bytes, a {w}x{h} I420 picture has {expected}", pixels.len()));
+        }
+        let (luma, chroma) = pixels.split_at(w * h);
+        let (chroma_u, chroma_v) = chroma.split_at(cw * ch);
+        Ok(YuvFrame {
+            format: YuvFormat::I420,
+            width,
+            height,
+            luma,
+            luma_pitch: w,
+            chroma_u,
+            chroma_v,
+            chroma_pitch: cw,
+        })
+    }
+
     /// Checks sizes and pitches, so no kernel reads past a plane. `index` names the frame in
     /// the error.
     pub fn check(&self, index: usize) -> Result<(), KernelError> {

@@ -21,7 +21,7 @@ mod source;
 pub mod gpu;
 
 pub use decode::{NanoDetLevel, NanoDetSpec};
-pub use detect::{DecodeLimits, DecodeSettings, HostKernels, TensorDevice, YuvDetector};
+pub use detect::{DecodeLimits, DecodeSettings, HostKernels, TensorDevice, YuvDetector, model_input};
 pub use error::KernelError;
 pub use frame::{Planes, YuvFrame};
 pub use layout::{Candidate, FrameDesc, Matrix, ModelInput, PreprocessParams, Range, Resize, YuvFormat, yuv_to_rgb};
