@@ -41,13 +41,19 @@ for l in sys.stdin:
   # every library they and the test link but glibc's (the GPU machine has no GStreamer).
   plugins=/usr/lib/x86_64-linux-gnu/gstreamer-1.0
   mkdir -p "$out/gst/plugins" "$out/gst/lib"
-  for p in coreelements typefindfunctions playback isomp4 videoparsersbad nvcodec app videoconvertscale; do
+  # openh264 decodes the test's reference frames on the CPU, independently of NVDEC.
+  for p in coreelements typefindfunctions playback isomp4 videoparsersbad nvcodec app videoconvertscale openh264; do
     cp "$plugins/libgst$p.so" "$out/gst/plugins/"
   done
+  if ldd "$out"/gst/plugins/*.so "$out/nvdec-tests" | grep "not found"; then
+    echo "verify.sh: a library the carried GStreamer needs is not installed here" >&2; exit 1
+  fi
+  # Everything but glibc's own libraries, which must be the GPU machine's.
   ldd "$out"/gst/plugins/*.so "$out/nvdec-tests" | awk '$3 ~ /^\// {print $3}' | sort -u |
-    grep -v -E '/(libc|libm|ld-linux-x86-64|libpthread|libdl|librt)\.so' | xargs -I{} cp -L {} "$out/gst/lib/"
-  gst-launch-1.0 -q videotestsrc num-buffers=12 pattern=ball ! video/x-raw,width=1280,height=720,framerate=10/1 ! \
-    x264enc ! h264parse ! mp4mux ! filesink location="$out/nvdec.mp4"
+    grep -v -E '/(libc|libm|libmvec|ld-linux-x86-64|libpthread|libdl|librt|libresolv|libutil|libanl|libnsl|libthread_db)\.so' |
+    xargs -I{} cp -L {} "$out/gst/lib/"
+  gst-launch-1.0 -q videotestsrc num-buffers=12 pattern=ball ! video/x-raw,format=I420,width=1280,height=720,framerate=10/1 ! \
+    x264enc ! video/x-h264,profile=constrained-baseline ! h264parse ! mp4mux ! filesink location="$out/nvdec.mp4"
   cp "$0" "$out/verify.sh"
   du -sh "$out"
   exit 0
@@ -71,11 +77,14 @@ else
   echo "!! compute-sanitizer not found"; status=1
 fi
 step "benchmark" timeout 120 "$dir/gpu-preprocess" --reps 50
-# GStreamer from the carry only, its registry built in-process; nvcodec registers its CUDA
-# elements when it finds the driver (and NVRTC for conversions, by this name).
+# GStreamer from the carry only, its registry built in-process and afresh (nvcodec's elements
+# depend on the driver it finds); nvcodec registers its CUDA elements and NVDEC decoders when
+# it finds the driver and libnvcuvid. Its conversions compile with NVRTC for compute_52,
+# which NVRTC 13 no longer targets: the test's NV12 passes through unconverted.
+registry=$(mktemp -d)/registry.bin
 step "NVDEC into CUDA memory, handed to the kernels" env LD_LIBRARY_PATH="$dir/gst/lib:${LD_LIBRARY_PATH:-}" \
   GST_PLUGIN_SYSTEM_PATH_1_0="$dir/gst/plugins" GST_PLUGIN_PATH_1_0= GST_REGISTRY_FORK=no \
-  GST_REGISTRY_1_0="${TMPDIR:-/tmp}/retail-ai-gst-registry.bin" GST_CUDA_NVRTC_LIBNAME=libnvrtc.so.13 \
+  GST_REGISTRY_1_0="$registry" GST_CUDA_NVRTC_LIBNAME=libnvrtc.so.13 \
   RETAIL_AI_NVDEC_CLIP="$dir/nvdec.mp4" timeout 120 "$dir/nvdec-tests" --test-threads=1 --nocapture
 echo
 [ "$status" -eq 0 ] && echo "verify: all steps passed" || echo "verify: a step failed"

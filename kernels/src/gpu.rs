@@ -82,13 +82,15 @@ pub fn compile_ptx(kernel: &KernelSource, arch: &str) -> Result<Ptx, KernelError
     })
 }
 
-static PTX_CACHE: OnceLock<Mutex<HashMap<(&'static str, String), Ptx>>> = OnceLock::new();
+/// PTX by (translation unit, architecture): the source itself is the key, so two kernels of
+/// one name never share an entry.
+static PTX_CACHE: OnceLock<Mutex<HashMap<(String, String), Ptx>>> = OnceLock::new();
 
 /// [`compile_ptx`] once per kernel and architecture in this process: the engine's GPU
 /// workers each load the kernels, and NVRTC takes about a second per compile.
 fn cached_ptx(kernel: &KernelSource, arch: &str) -> Result<Ptx, KernelError> {
     let cache = PTX_CACHE.get_or_init(Mutex::default);
-    let key = (kernel.name, arch.to_owned());
+    let key = (kernel.translation_unit(), arch.to_owned());
     // A poisoned lock only means another compile panicked; the map itself is consistent.
     if let Some(ptx) = cache.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
         return Ok(ptx.clone());
@@ -506,7 +508,8 @@ mod tests {
         }
         let kernel = &KERNELS[0];
         let first = cached_ptx(kernel, "compute_80").unwrap().to_src();
-        let cached = PTX_CACHE.get().unwrap().lock().unwrap().get(&(kernel.name, "compute_80".to_owned())).cloned();
+        let key = (kernel.translation_unit(), "compute_80".to_owned());
+        let cached = PTX_CACHE.get().unwrap().lock().unwrap().get(&key).cloned();
         assert_eq!(cached.map(|p| p.to_src()), Some(first.clone()));
         assert_eq!(cached_ptx(kernel, "compute_80").unwrap().to_src(), first);
         let other = cached_ptx(kernel, "compute_90").unwrap().to_src();

@@ -537,45 +537,37 @@ pub(crate) fn link_video_only(decodebin: &gst::Element, head: gst::Element, pipe
     });
 }
 
-/// Makes `decodebin` (or `uridecodebin`) skip every other picture decoder for a format one of
-/// `preferred` (factory names) decodes, whatever the ranks say; for this pipeline only.
+/// Makes `decodebin` (or `uridecodebin`) try `preferred` decoders (factory names) first for a
+/// format they take, whatever the ranks say; for this pipeline only. The others stay in the
+/// list after them, so a preferred decoder that fails to start falls back as decodebin does.
 // Only the CUDA branch (feature `cuda`) uses it outside the tests.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) fn prefer_decoders(decodebin: &gst::Element, preferred: &[String]) -> Result<(), String> {
-    let preferred: Vec<gst::ElementFactory> = preferred.iter().filter_map(|n| gst::ElementFactory::find(n)).collect();
+    let preferred: Vec<String> = preferred.iter().filter(|n| gst::ElementFactory::find(n).is_some()).cloned().collect();
     if preferred.is_empty() {
         return Ok(());
     }
-    // GST_AUTOPLUG_SELECT_TRY and _SKIP, of a type decodebin registers.
-    const TRY: i32 = 0;
-    const SKIP: i32 = 2;
-    let result = gst::glib::Type::from_name("GstAutoplugSelectResult")
-        .filter(|t| {
-            gst::glib::EnumClass::with_type(*t).is_some_and(|c| c.value(TRY).is_some() && c.value(SKIP).is_some())
-        })
-        .ok_or("decodebin's GstAutoplugSelectResult type is not registered")?;
-    decodebin.connect("autoplug-select", false, move |args| {
-        let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
-        let factory = args.get(3).and_then(|v| v.get::<gst::ElementFactory>().ok());
-        let skipped = match (caps, factory) {
-            (Some(caps), Some(factory)) => passed_over(&factory, &caps, &preferred),
-            _ => false,
-        };
-        gst::glib::EnumClass::with_type(result)?.to_value(if skipped { SKIP } else { TRY })
+    decodebin.connect("autoplug-sort", false, move |args| {
+        let factories = args.get(3).and_then(|v| v.get::<gst::glib::ValueArray>().ok());
+        let sorted = factories.and_then(|f| preferred_first(&f, &preferred));
+        // NULL keeps decodebin's own order.
+        Some(sorted.to_value())
     });
     Ok(())
 }
 
-/// Whether `factory` is a video or image decoder other than `preferred` ones, one of which
-/// takes `caps`.
+/// `factories` with the `preferred` ones moved to the front (order otherwise kept), or `None`
+/// when none of them is in the list.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-fn passed_over(factory: &gst::ElementFactory, caps: &gst::Caps, preferred: &[gst::ElementFactory]) -> bool {
-    let klass = factory.metadata(gst::ELEMENT_METADATA_KLASS).unwrap_or_default();
-    // JPEG decoders say Image, NVDEC's and libav's MJPEG decoder say Video.
-    let is_picture_decoder = klass.contains("Decoder") && (klass.contains("Video") || klass.contains("Image"));
-    is_picture_decoder
-        && !preferred.iter().any(|p| p.name() == factory.name())
-        && preferred.iter().any(|p| p.can_sink_any_caps(caps))
+fn preferred_first(factories: &gst::glib::ValueArray, preferred: &[String]) -> Option<gst::glib::ValueArray> {
+    let all: Vec<gst::ElementFactory> = factories.iter().filter_map(|v| v.get().ok()).collect();
+    let is_preferred = |f: &gst::ElementFactory| preferred.iter().any(|p| f.name() == p.as_str());
+    if all.len() != factories.len() || !all.iter().any(is_preferred) {
+        return None;
+    }
+    let (mut first, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(is_preferred);
+    first.extend(rest);
+    Some(gst::glib::ValueArray::new(first))
 }
 
 pub(crate) fn error_text(err: &gst::message::Error) -> String {
@@ -676,9 +668,9 @@ mod tests {
         names
     }
 
-    /// The CUDA branch makes `decodebin` take the NVDEC decoders whatever their rank; the same
-    /// mechanism checked here with two CPU decoders of JPEG: `jpegdec` (primary rank) is
-    /// passed over for `avdec_mjpeg` (marginal) when that one is preferred.
+    /// The CUDA branch makes `decodebin` try the NVDEC decoders first whatever their rank; the
+    /// same mechanism checked here with two CPU decoders of JPEG: `avdec_mjpeg` (marginal
+    /// rank) is plugged before `jpegdec` (primary) when it is preferred.
     #[test]
     fn preferred_decoders_are_plugged_before_higher_ranked_ones() {
         crate::init().unwrap();
@@ -706,6 +698,14 @@ mod tests {
             "{preferred:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+        // The others stay behind the preferred ones, for decodebin's fallback.
+        let list =
+            gst::glib::ValueArray::new(["jpegdec", "avdec_mjpeg"].map(|n| gst::ElementFactory::find(n).unwrap()));
+        let sorted = preferred_first(&list, &["avdec_mjpeg".to_owned()]).unwrap();
+        let names: Vec<String> =
+            sorted.iter().map(|v| v.get::<gst::ElementFactory>().unwrap().name().to_string()).collect();
+        assert_eq!(names, ["avdec_mjpeg", "jpegdec"]);
+        assert!(preferred_first(&list, &["nvh264dec".to_owned()]).is_none(), "no preferred one: decodebin's order");
     }
 
     #[test]
