@@ -48,27 +48,7 @@ impl<'a> YuvFrame<'a> {
     pub fn check(&self, index: usize) -> Result<(), KernelError> {
         let bad = |why: String| Err(KernelError::Frame { index, why });
         let (w, h) = (self.width as usize, self.height as usize);
-        if w < 2 || h < 2 || !w.is_multiple_of(2) || !h.is_multiple_of(2) || w > 16384 || h > 16384 {
-            return bad(format!("size {w}x{h}: width and height must be even, 2..16384"));
-        }
-        let chroma_row = match self.format {
-            YuvFormat::Nv12 => w,
-            YuvFormat::I420 => w / 2,
-        };
-        // The kernels index with 32-bit pitches.
-        let max_pitch = i32::MAX as usize / 16384;
-        if self.luma_pitch > max_pitch || self.chroma_pitch > max_pitch {
-            return bad(format!(
-                "pitches {} (luma) and {} (chroma): at most {max_pitch} bytes per row",
-                self.luma_pitch, self.chroma_pitch
-            ));
-        }
-        if self.luma_pitch < w || self.chroma_pitch < chroma_row {
-            return bad(format!(
-                "pitches {} (luma) and {} (chroma) are shorter than a row ({w} and {chroma_row} bytes)",
-                self.luma_pitch, self.chroma_pitch
-            ));
-        }
+        let chroma_row = check_shape(index, self.format, (w, h), (self.luma_pitch, self.chroma_pitch))?;
         let need = |pitch: usize, rows: usize, row: usize| (rows - 1) * pitch + row;
         if self.luma.len() < need(self.luma_pitch, h, w) {
             return bad(format!("luma plane has {} bytes, needs {}", self.luma.len(), need(self.luma_pitch, h, w)));
@@ -82,6 +62,15 @@ impl<'a> YuvFrame<'a> {
             return bad(format!("chroma planes are shorter than {chroma_need} bytes"));
         }
         Ok(())
+    }
+}
+
+impl From<DeviceYuv> for YuvFormat {
+    fn from(f: DeviceYuv) -> Self {
+        match f {
+            DeviceYuv::Nv12 => YuvFormat::Nv12,
+            DeviceYuv::I420 => YuvFormat::I420,
+        }
     }
 }
 
@@ -108,22 +97,41 @@ impl Planes<'_> {
             Planes::Host(f) => return f.check(index),
             Planes::Device(p) => p,
         };
-        let bad = |why: String| Err(KernelError::Frame { index, why });
-        let (w, h) = (p.width as usize, p.height as usize);
-        if w < 2 || h < 2 || !w.is_multiple_of(2) || !h.is_multiple_of(2) || w > 16384 || h > 16384 {
-            return bad(format!("size {w}x{h}: width and height must be even, 2..16384"));
-        }
-        let chroma_row = if p.format == DeviceYuv::Nv12 { w } else { w / 2 };
-        let max_pitch = i32::MAX as usize / 16384;
-        if p.luma_pitch < w || p.chroma_pitch < chroma_row || p.luma_pitch > max_pitch || p.chroma_pitch > max_pitch {
-            return bad(format!(
-                "pitches {} (luma) and {} (chroma) for rows of {w} and {chroma_row} bytes",
-                p.luma_pitch, p.chroma_pitch
-            ));
-        }
+        check_shape(index, p.format.into(), (p.width as usize, p.height as usize), (p.luma_pitch, p.chroma_pitch))?;
         if p.luma == 0 || p.chroma_u == 0 || (p.format == DeviceYuv::I420 && p.chroma_v == 0) {
-            return bad("a null plane address".into());
+            return Err(KernelError::Frame { index, why: "a null plane address".into() });
         }
         Ok(())
     }
+}
+
+/// Checks a frame's size and pitches as the kernels index them (even sides up to 16384,
+/// 32-bit pitches at least a row long); returns the chroma row's bytes.
+fn check_shape(
+    index: usize,
+    format: YuvFormat,
+    (w, h): (usize, usize),
+    (luma_pitch, chroma_pitch): (usize, usize),
+) -> Result<usize, KernelError> {
+    let bad = |why: String| Err(KernelError::Frame { index, why });
+    if w < 2 || h < 2 || !w.is_multiple_of(2) || !h.is_multiple_of(2) || w > 16384 || h > 16384 {
+        return bad(format!("size {w}x{h}: width and height must be even, 2..16384"));
+    }
+    let chroma_row = match format {
+        YuvFormat::Nv12 => w,
+        YuvFormat::I420 => w / 2,
+    };
+    // The kernels index with 32-bit pitches.
+    let max_pitch = i32::MAX as usize / 16384;
+    if luma_pitch > max_pitch || chroma_pitch > max_pitch {
+        return bad(format!(
+            "pitches {luma_pitch} (luma) and {chroma_pitch} (chroma): at most {max_pitch} bytes per row"
+        ));
+    }
+    if luma_pitch < w || chroma_pitch < chroma_row {
+        return bad(format!(
+            "pitches {luma_pitch} (luma) and {chroma_pitch} (chroma) are shorter than a row ({w} and {chroma_row} bytes)"
+        ));
+    }
+    Ok(chroma_row)
 }

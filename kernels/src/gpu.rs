@@ -13,9 +13,9 @@ use crate::decode::{NanoDetLevel, NanoDetSpec, check_capacity, check_classes, ch
 use crate::reference::Tensor;
 use crate::{
     Candidate, FrameDesc, KERNELS, KernelError, KernelSource, Matrix, ModelInput, Planes, PreprocessParams, Range,
-    YuvFormat, YuvFrame,
+    YuvFrame,
 };
-use retail_core::{CudaContextRef, DevicePicture, DeviceYuv};
+use retail_core::{CudaContextRef, DevicePicture};
 
 // SAFETY: plain #[repr(C)] structs of 4- and 8-byte scalars, laid out as the kernels' structs
 // (sizes checked in layout.rs), with no padding-dependent invariants.
@@ -242,12 +242,8 @@ impl Gpu {
     /// The descriptor of a checked decoded picture, which must be in this GPU's context.
     fn describe_picture(&self, index: usize, p: &DevicePicture, input: &ModelInput) -> Result<FrameDesc, KernelError> {
         self.can_read(p).map_err(|why| KernelError::Frame { index, why })?;
-        let format = match p.format {
-            DeviceYuv::Nv12 => YuvFormat::Nv12,
-            DeviceYuv::I420 => YuvFormat::I420,
-        };
         let planes = (p.luma, p.chroma_u, p.chroma_v);
-        Ok(FrameDesc::placed(format, planes, (p.width, p.height), (p.luma_pitch, p.chroma_pitch), input))
+        Ok(FrameDesc::placed(p.format.into(), planes, (p.width, p.height), (p.luma_pitch, p.chroma_pitch), input))
     }
 
     /// Preprocesses frames already on the device into `out` (f16 or f32 elements, as the

@@ -28,11 +28,8 @@ fn clip(dir: &std::path::Path) -> PathBuf {
          x264enc ! video/x-h264,profile=constrained-baseline ! h264parse ! mp4mux ! filesink location={}",
         out.display()
     );
-    let pipeline = gstreamer::parse::launch(&desc).expect("x264enc to make the clip (or set RETAIL_AI_NVDEC_CLIP)");
-    pipeline.set_state(gstreamer::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    bus.timed_pop_filtered(gstreamer::ClockTime::from_seconds(60), &[gstreamer::MessageType::Eos]).unwrap();
-    pipeline.set_state(gstreamer::State::Null).unwrap();
+    // Needs x264enc; else set RETAIL_AI_NVDEC_CLIP.
+    retail_testkit::rtsp::launch_to_eos(&desc);
     out
 }
 

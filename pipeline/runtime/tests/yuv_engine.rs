@@ -42,25 +42,13 @@ fn an_i420_source_hands_over_the_three_planes_at_the_videos_size() {
 
 /// A lossless clip (raw I420 in Matroska) of `pattern` at an odd size.
 fn synthetic_clip(dir: &Path, pattern: &str) -> PathBuf {
-    use gstreamer::prelude::*;
-    gstreamer::init().unwrap();
     let out = dir.join(format!("{}.mkv", pattern.split_whitespace().next().unwrap()));
     let desc = format!(
         "videotestsrc {pattern} num-buffers=3 ! video/x-raw,format=I420,width=323,height=243,framerate=10/1 ! \
          matroskamux ! filesink location={}",
         out.display()
     );
-    let pipeline = gstreamer::parse::launch(&desc).unwrap().downcast::<gstreamer::Pipeline>().unwrap();
-    pipeline.set_state(gstreamer::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let msg = bus
-        .timed_pop_filtered(
-            gstreamer::ClockTime::from_seconds(30),
-            &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
-        )
-        .unwrap();
-    assert!(matches!(msg.view(), gstreamer::MessageView::Eos(_)), "{msg:?}");
-    pipeline.set_state(gstreamer::State::Null).unwrap();
+    retail_testkit::rtsp::launch_to_eos(&desc);
     out
 }
 

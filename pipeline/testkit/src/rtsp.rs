@@ -256,6 +256,17 @@ pub fn count_frames(file: &Path) -> u64 {
     count.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// Runs a `gst-launch` style description to its end (a clip made from `videotestsrc`, say);
+/// panics with GStreamer's message when it fails.
+pub fn launch_to_eos(description: &str) {
+    gst::init().expect("gst init");
+    let pipeline = gst::parse::launch(description)
+        .unwrap_or_else(|e| panic!("{description}: {e}"))
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    run_to_eos(&pipeline);
+}
+
 fn run_to_eos(pipeline: &gst::Pipeline) {
     pipeline.set_state(gst::State::Playing).expect("play");
     let bus = pipeline.bus().expect("bus");
