@@ -139,6 +139,11 @@ impl Exporter {
             self.bump(&key, "retail_camera_restarts_total", &labels, c.restarts);
             metrics::gauge!("retail_camera_last_frame_age_seconds", &labels)
                 .set(c.status.last_frame_age_s.unwrap_or(f64::NAN));
+            metrics::gauge!("retail_camera_gpu_decode_failed", &labels).set(if c.status.gpu_decode_failed {
+                1.0
+            } else {
+                0.0
+            });
             shown.insert(key, labels);
         }
         // A camera gone from this worker (removed, or moved to another) is in no state here.

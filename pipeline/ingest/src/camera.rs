@@ -122,6 +122,9 @@ pub struct CameraStatus {
     pub last_frame_age_s: Option<f64>,
     /// Whether frame times come from the camera's NTP clock (else from the receive time).
     pub camera_clock: bool,
+    /// Whether the camera is decoded on the CPU because the GPU's decoding failed (until its
+    /// stream is started again).
+    pub gpu_decode_failed: bool,
 }
 
 struct Health {
@@ -133,6 +136,7 @@ struct Health {
     frames: u64,
     last_frame: Option<Instant>,
     camera_clock: bool,
+    gpu_decode_failed: bool,
 }
 
 /// Shared between a camera's source (which updates it) and whoever watches or stops it.
@@ -153,6 +157,7 @@ impl Default for CameraMonitor {
                 frames: 0,
                 last_frame: None,
                 camera_clock: false,
+                gpu_decode_failed: false,
             }),
             stop: AtomicBool::new(false),
         }
@@ -171,6 +176,7 @@ impl CameraMonitor {
             frames: h.frames,
             last_frame_age_s: h.last_frame.map(|t| t.elapsed().as_secs_f64()),
             camera_clock: h.camera_clock,
+            gpu_decode_failed: h.gpu_decode_failed,
         }
     }
 
@@ -253,6 +259,21 @@ impl LiveCamera {
         &self.monitor
     }
 
+    /// A fault: when the GPU's decoding failed, the camera is decoded on the CPU from now on
+    /// (a GPU out of decoder sessions would fail again at every reconnect); then the
+    /// connection is torn down and retried as after any fault.
+    fn failed(&mut self, state: CameraState, fault: Fault) {
+        if fault.gpu
+            && let Some(order) = self.spec.order.host_fallback()
+        {
+            tracing::warn!(camera = %self.name, reason = %fault.reason, "the GPU's decoding failed: this camera is decoded on the CPU from now on");
+            metrics::counter!("retail_gpu_decode_fallbacks_total").increment(1);
+            (self.spec.order, self.spec.cuda) = (order, None);
+            self.monitor.update(|h| h.gpu_decode_failed = true);
+        }
+        self.fault(state, &fault.reason);
+    }
+
     /// Tears the connection down, records why, and waits out the backoff (or a stop).
     fn fault(&mut self, state: CameraState, reason: &str) {
         let stable = self.conn.as_ref().and_then(|c| c.first_frame).is_some_and(|t| t.elapsed() >= STABLE_AFTER);
@@ -290,7 +311,7 @@ impl LiveCamera {
         d.mul_f64(0.8 + 0.4 * unit)
     }
 
-    fn connect(&mut self) -> Result<(), String> {
+    fn connect(&mut self) -> Result<(), Fault> {
         self.monitor.update(|h| {
             h.state = CameraState::Connecting;
             h.connections += 1;
@@ -300,7 +321,7 @@ impl LiveCamera {
     }
 
     /// Turns a sample into a frame, placing it in time (see the module docs).
-    fn frame(&mut self, sample: &gst::Sample, conn: &Connection) -> Result<VideoFrame, String> {
+    fn frame(&mut self, sample: &gst::Sample, conn: &Connection) -> Result<VideoFrame, Fault> {
         let buffer = sample.buffer().ok_or("sample without buffer")?;
         let caps = sample.caps().ok_or("sample without caps")?;
         let vinfo = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
@@ -313,7 +334,11 @@ impl LiveCamera {
         }
         self.last_pts_ns = Some(pts_ns);
         let crate::source::Packed { pixels, width, height, colour, device } =
-            crate::source::picture(&self.spec, buffer, &vinfo)?;
+            crate::source::picture(&self.spec, buffer, &vinfo).map_err(|reason| Fault {
+                reason,
+                // Mapping a picture of the CUDA branch failed: a fault of the GPU's decoding.
+                gpu: self.spec.order == PixelOrder::CudaYuv,
+            })?;
         let index = self.next_index;
         self.next_index += 1;
         self.monitor.update(|h| {
@@ -351,9 +376,9 @@ impl FrameSource for LiveCamera {
                 return Ok(None);
             }
             if self.conn.is_none()
-                && let Err(reason) = self.connect()
+                && let Err(fault) = self.connect()
             {
-                self.fault(CameraState::Connecting, &reason);
+                self.failed(CameraState::Connecting, fault);
                 continue;
             }
             let Some(conn) = self.conn.as_mut() else { continue };
@@ -369,7 +394,7 @@ impl FrameSource for LiveCamera {
                     self.conn = Some(conn);
                     match frame {
                         Ok(f) => return Ok(Some(f)),
-                        Err(reason) => self.fault(CameraState::Live, &reason),
+                        Err(fault) => self.failed(CameraState::Live, fault),
                     }
                 }
                 Pulled::Nothing => {
@@ -378,7 +403,7 @@ impl FrameSource for LiveCamera {
                     }
                 }
                 Pulled::Ended => self.fault(CameraState::Live, "the camera ended the stream"),
-                Pulled::Failed(reason) => self.fault(CameraState::Connecting, &reason),
+                Pulled::Failed(fault) => self.failed(CameraState::Connecting, fault),
             }
         }
     }
@@ -402,7 +427,26 @@ enum Pulled {
     Frame(gst::Sample),
     Nothing,
     Ended,
-    Failed(String),
+    Failed(Fault),
+}
+
+/// Why a connection failed, and whether the GPU's decoding did (see
+/// [`crate::source::from_gpu_element`]).
+struct Fault {
+    reason: String,
+    gpu: bool,
+}
+
+impl From<String> for Fault {
+    fn from(reason: String) -> Self {
+        Fault { reason, gpu: false }
+    }
+}
+
+impl From<&str> for Fault {
+    fn from(reason: &str) -> Self {
+        Fault { reason: reason.to_owned(), gpu: false }
+    }
 }
 
 /// One RTSP session's GStreamer pipeline.
@@ -417,7 +461,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn open(settings: &CameraSettings, spec: &SourceSpec) -> Result<Self, String> {
+    fn open(settings: &CameraSettings, spec: &SourceSpec) -> Result<Self, Fault> {
         // Frames beyond the analysis rate are dropped right after decoding, before scaling.
         let rate = settings
             .analysis_fps
@@ -475,7 +519,7 @@ impl Connection {
             secrets: settings.url.secrets().into_iter().filter(|s| !s.is_empty()).collect(),
         };
         if let Err(e) = conn.pipeline.set_state(gst::State::Playing) {
-            return Err(conn.bus_error().unwrap_or_else(|| format!("cannot start: {e}")));
+            return Err(conn.bus_error().unwrap_or_else(|| format!("cannot start: {e}").into()));
         }
         Ok(conn)
     }
@@ -487,8 +531,8 @@ impl Connection {
             self.last_frame = now;
             return Pulled::Frame(sample);
         }
-        if let Some(reason) = self.bus_error() {
-            return Pulled::Failed(reason);
+        if let Some(fault) = self.bus_error() {
+            return Pulled::Failed(fault);
         }
         if self.sink.is_eos() { Pulled::Ended } else { Pulled::Nothing }
     }
@@ -509,14 +553,14 @@ impl Connection {
     }
 
     /// The first error on the bus, described for a person, with any password scrubbed.
-    fn bus_error(&self) -> Option<String> {
+    fn bus_error(&self) -> Option<Fault> {
         let msg = self.pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
         let gst::MessageView::Error(err) = msg.view() else { return None };
         let mut text = describe_error(err);
         for secret in &self.secrets {
             text = text.replace(secret.as_str(), "…");
         }
-        Some(text)
+        Some(Fault { reason: text, gpu: crate::source::from_gpu_element(err) })
     }
 
     /// Receive time of a sample in Unix ns: the pipeline's base time plus its running time.
@@ -594,10 +638,8 @@ mod tests {
         assert_eq!(t, Transport::Auto);
     }
 
-    #[test]
-    fn a_stopped_camera_ends_its_stream_without_connecting() {
-        let monitor = Arc::new(CameraMonitor::default());
-        let settings = CameraSettings {
+    fn settings() -> CameraSettings {
+        CameraSettings {
             url: CameraUrl::parse("rtsp://127.0.0.1:9/none").unwrap(),
             transport: Transport::Tcp,
             analysis_fps: None,
@@ -606,19 +648,44 @@ mod tests {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
             latency_ms: 100,
-        };
-        let spec = SourceSpec {
-            stream: "cam".into(),
-            width: 64,
-            height: 64,
-            order: PixelOrder::Bgr,
-            display: false,
-            cuda: None,
-        };
-        let mut cam = LiveCamera::new("cam", settings, spec, 0, monitor.clone()).unwrap();
+        }
+    }
+
+    fn spec(order: PixelOrder) -> SourceSpec {
+        SourceSpec { stream: "cam".into(), width: 64, height: 64, order, display: false, cuda: None }
+    }
+
+    #[test]
+    fn a_stopped_camera_ends_its_stream_without_connecting() {
+        let monitor = Arc::new(CameraMonitor::default());
+        let mut cam = LiveCamera::new("cam", settings(), spec(PixelOrder::Bgr), 0, monitor.clone()).unwrap();
         monitor.stop();
         assert!(cam.next_frame().unwrap().is_none());
         assert_eq!(monitor.status().state, CameraState::Stopped);
         assert_eq!(monitor.status().connections, 0);
+    }
+
+    /// A fault of the GPU's decoding turns the camera over to the CPU for its next
+    /// connections; any other fault leaves the decoding where it is.
+    #[test]
+    fn a_gpu_decoding_fault_turns_the_camera_over_to_the_cpu() {
+        let monitor = Arc::new(CameraMonitor::default());
+        let mut cam = LiveCamera::new("cam", settings(), spec(PixelOrder::I420), 0, monitor.clone()).unwrap();
+        // Made here as a CUDA camera: no nvcodec elements without a driver to build one with.
+        cam.spec.order = PixelOrder::CudaYuv;
+        monitor.stop(); // no backoff to wait out
+        cam.failed(CameraState::Connecting, "cannot connect (refused)".into());
+        assert_eq!(cam.spec.order, PixelOrder::CudaYuv);
+        assert!(!monitor.status().gpu_decode_failed);
+        cam.failed(CameraState::Live, Fault { reason: "nvh264dec0: CUDA_ERROR_OUT_OF_MEMORY".into(), gpu: true });
+        assert_eq!(cam.spec.order, PixelOrder::I420);
+        assert!(cam.spec.cuda.is_none());
+        let status = monitor.status();
+        assert!(status.gpu_decode_failed);
+        assert_eq!(status.reconnects, 2);
+        assert!(status.message.unwrap().contains("CUDA_ERROR_OUT_OF_MEMORY"));
+        // Already on the CPU: a later fault that names nvcodec changes nothing.
+        cam.failed(CameraState::Live, Fault { reason: "again".into(), gpu: true });
+        assert_eq!(cam.spec.order, PixelOrder::I420);
     }
 }

@@ -59,6 +59,15 @@ impl PixelOrder {
         }
     }
 
+    /// Where frames go when the GPU's decoding fails: the CUDA branch's frames are decoded
+    /// on the CPU instead and handed on as I420, which the GPU kernels upload.
+    pub fn host_fallback(self) -> Option<PixelOrder> {
+        match self {
+            PixelOrder::CudaYuv => Some(PixelOrder::I420),
+            _ => None,
+        }
+    }
+
     /// GStreamer elements the model branch needs beyond the common ones.
     pub(crate) fn elements(self) -> &'static [&'static str] {
         match self {
@@ -214,9 +223,15 @@ pub struct FileSource {
     display_sink: Option<gst_app::AppSink>,
     info: VideoInfo,
     spec: SourceSpec,
-    min_decoded_fraction: f64,
+    config: IngestConfig,
     next_index: u64,
     last_end_ns: u64,
+    /// The last frame handed on, where decoding on the CPU resumes after a GPU fault.
+    last_pts_ns: Option<u64>,
+    /// The first frame of the CPU's decoding after a GPU fault, not yet handed on.
+    pending: Option<VideoFrame>,
+    /// Set when the last error came from the GPU's decoding (see [`from_gpu_element`]).
+    gpu_fault: std::cell::Cell<bool>,
     finished: bool,
 }
 
@@ -226,6 +241,11 @@ const POLL: Duration = Duration::from_millis(100);
 impl FileSource {
     /// Opens `path` and prerolls the pipeline, so that a file that is not a video fails here,
     /// before any output is written.
+    ///
+    /// Where the GPU's decoding fails ([`PixelOrder::CudaYuv`]: NVDEC out of sessions, a
+    /// CUDA error), here or in the middle of the file, the file is decoded on the CPU instead
+    /// (see [`PixelOrder::host_fallback`]), from where the GPU stopped: no frame is lost or
+    /// handed on twice.
     pub fn open(path: &Path, spec: SourceSpec, config: &IngestConfig) -> Result<Self, IngestError> {
         crate::init()?;
         let meta = std::fs::metadata(path)
@@ -237,6 +257,24 @@ impl FileSource {
             return Err(IngestError::NotVideo { path: path.to_owned(), message: "file is empty".into() });
         }
         check_declared_size(path, meta.len())?;
+        let mut source = Self::build(path, spec, config)?;
+        match source.preroll() {
+            Ok(()) => Ok(source),
+            Err(e) => match source.host_spec().filter(|_| source.gpu_fault.get()) {
+                Some(host) => {
+                    drop(source);
+                    gpu_fallback_warning(path, &e);
+                    let mut source = Self::build(path, host, config)?;
+                    source.preroll()?;
+                    Ok(source)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// The pipeline for `spec`, not started.
+    fn build(path: &Path, spec: SourceSpec, config: &IngestConfig) -> Result<Self, IngestError> {
         let common = ["filesrc", "decodebin", "videoscale", "videoconvert", "appsink"];
         for &element in common.iter().chain(spec.order.elements()) {
             if gst::ElementFactory::find(element).is_none() {
@@ -285,20 +323,27 @@ impl FileSource {
         let model_sink = sink("model")?;
         let display_sink = if spec.display { Some(sink("display")?) } else { None };
 
-        let mut source = FileSource {
+        Ok(FileSource {
             path: path.to_owned(),
             pipeline,
             model_sink,
             display_sink,
             info: VideoInfo { width: 0, height: 0, fps: None, duration_ns: None },
             spec,
-            min_decoded_fraction: config.min_decoded_fraction,
+            config: config.clone(),
             next_index: 0,
             last_end_ns: 0,
+            last_pts_ns: None,
+            pending: None,
+            gpu_fault: std::cell::Cell::new(false),
             finished: false,
-        };
-        source.preroll()?;
-        Ok(source)
+        })
+    }
+
+    /// The spec to decode on the CPU with after a GPU fault, if this source decodes on the GPU.
+    fn host_spec(&self) -> Option<SourceSpec> {
+        let order = self.spec.order.host_fallback()?;
+        Some(SourceSpec { order, cuda: None, ..self.spec.clone() })
     }
 
     fn preroll(&mut self) -> Result<(), IngestError> {
@@ -320,6 +365,7 @@ impl FileSource {
             };
             match msg.view() {
                 gst::MessageView::Error(err) => {
+                    self.gpu_fault.set(from_gpu_element(err));
                     let video_linked = self
                         .pipeline
                         .by_name(if self.spec.display { "head" } else { "scale" })
@@ -372,15 +418,15 @@ impl FileSource {
 
     fn bus_error(&self) -> Option<IngestError> {
         let msg = self.pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
-        match msg.view() {
-            gst::MessageView::Error(err) => Some(IngestError::Decode {
-                path: self.path.clone(),
-                frames: self.next_index,
-                position_s: self.last_end_ns as f64 / 1e9,
-                message: error_text(err),
-            }),
-            _ => None,
-        }
+        let gst::MessageView::Error(err) = msg.view() else { return None };
+        // Every error after preroll passes here: `next_frame` reads this.
+        self.gpu_fault.set(from_gpu_element(err));
+        Some(IngestError::Decode {
+            path: self.path.clone(),
+            frames: self.next_index,
+            position_s: self.last_end_ns as f64 / 1e9,
+            message: error_text(err),
+        })
     }
 
     fn pull(&self, sink: &gst_app::AppSink) -> Result<Option<gst::Sample>, IngestError> {
@@ -400,57 +446,95 @@ impl FileSource {
 
     /// The next frame, or `None` at the end of the stream. Errors name the file and position.
     pub fn next_frame(&mut self) -> Result<Option<VideoFrame>, IngestError> {
+        if let Some(frame) = self.pending.take() {
+            return Ok(Some(self.hand_on(frame)));
+        }
         if self.finished {
             return Ok(None);
         }
-        let Some(sample) = self.pull(&self.model_sink.clone())? else {
+        let frame = match self.read_frame() {
+            Ok(frame) => frame,
+            Err(e) => match self.host_spec().filter(|_| self.gpu_fault.get()) {
+                Some(host) => {
+                    gpu_fallback_warning(&self.path, &e);
+                    self.resume_with(host)?;
+                    self.pending.take()
+                }
+                None => return Err(e),
+            },
+        };
+        let Some(frame) = frame else {
             self.finished = true;
             self.check_complete()?;
             return Ok(None);
         };
+        Ok(Some(self.hand_on(frame)))
+    }
+
+    /// Numbers `frame` in the stream and moves the position past it.
+    fn hand_on(&mut self, mut frame: VideoFrame) -> VideoFrame {
+        frame.index = self.next_index;
+        self.next_index += 1;
+        self.last_end_ns = frame.pts_ns + frame.duration_ns.unwrap_or(0);
+        self.last_pts_ns = Some(frame.pts_ns);
+        metrics::counter!("retail_ingest_frames_total").increment(1);
+        frame
+    }
+
+    /// After the GPU's decoding failed: decodes the file again as `spec` says (on the CPU),
+    /// in place of this pipeline, up to the frame after the last one handed on, which is kept
+    /// in `pending` (`None` when the failure came after the last frame).
+    fn resume_with(&mut self, spec: SourceSpec) -> Result<(), IngestError> {
+        let mut fresh = Self::build(&self.path, spec, &self.config)?;
+        fresh.preroll()?;
+        (fresh.next_index, fresh.last_end_ns) = (self.next_index, self.last_end_ns);
+        let resumed = loop {
+            match fresh.read_frame()? {
+                Some(f) if self.last_pts_ns.is_some_and(|last| f.pts_ns <= last) => {}
+                next => break next,
+            }
+        };
+        // The fresh pipeline takes this one's place; the old one stops as `fresh` drops.
+        std::mem::swap(&mut self.pipeline, &mut fresh.pipeline);
+        std::mem::swap(&mut self.model_sink, &mut fresh.model_sink);
+        std::mem::swap(&mut self.display_sink, &mut fresh.display_sink);
+        std::mem::swap(&mut self.spec, &mut fresh.spec);
+        self.gpu_fault.set(false);
+        self.pending = resumed;
+        Ok(())
+    }
+
+    /// The next decoded frame, not yet numbered (see [`Self::hand_on`]); `None` at the end.
+    fn read_frame(&self) -> Result<Option<VideoFrame>, IngestError> {
+        let Some(sample) = self.pull(&self.model_sink)? else { return Ok(None) };
         let buffer = sample.buffer().ok_or_else(|| self.decode_err("sample without buffer"))?;
         let pts_ns = buffer.pts().map_or(self.last_end_ns, gstreamer::ClockTime::nseconds);
         let duration_ns = buffer.duration().map(gstreamer::ClockTime::nseconds);
         let caps = sample.caps().ok_or_else(|| self.decode_err("sample without caps"))?;
         let vinfo = gst_video::VideoInfo::from_caps(caps).map_err(|e| self.decode_err(&e.to_string()))?;
-        let Packed { pixels, width, height, colour, device } =
-            picture(&self.spec, buffer, &vinfo).map_err(|e| self.decode_err(&e))?;
-        let display = match self.display_sink.clone() {
-            Some(sink) => {
-                let sample = self.pull(&sink)?.ok_or_else(|| self.decode_err("display branch ended early"))?;
-                let buffer = sample.buffer().ok_or_else(|| self.decode_err("sample without buffer"))?;
-                let caps = sample.caps().ok_or_else(|| self.decode_err("sample without caps"))?;
-                let dinfo = gst_video::VideoInfo::from_caps(caps).map_err(|e| self.decode_err(&e.to_string()))?;
-                let map = buffer.map_readable().map_err(|e| self.decode_err(&e.to_string()))?;
-                Some(DisplayFrame {
-                    width: dinfo.width(),
-                    height: dinfo.height(),
-                    rgbx: pack_rows(
-                        map.as_slice(),
-                        dinfo.stride()[0] as usize,
-                        dinfo.width() as usize * 4,
-                        dinfo.height() as usize,
-                    ),
-                })
-            }
+        let Packed { pixels, width, height, colour, device } = picture(&self.spec, buffer, &vinfo).map_err(|e| {
+            // Mapping a picture of the CUDA branch failed: a fault of the GPU's decoding.
+            self.gpu_fault.set(self.spec.order == PixelOrder::CudaYuv);
+            self.decode_err(&e)
+        })?;
+        let display = match &self.display_sink {
+            Some(sink) => Some(self.read_display(sink)?),
             None => None,
         };
-        let frame = VideoFrame {
-            stream: self.spec.stream.clone(),
-            index: self.next_index,
-            pts_ns,
-            duration_ns,
-            pixels,
-            width,
-            height,
-            colour,
-            device,
-            display,
-        };
-        self.next_index += 1;
-        self.last_end_ns = pts_ns + duration_ns.unwrap_or(0);
-        metrics::counter!("retail_ingest_frames_total").increment(1);
-        Ok(Some(frame))
+        let (stream, index) = (self.spec.stream.clone(), 0);
+        Ok(Some(VideoFrame { stream, index, pts_ns, duration_ns, pixels, width, height, colour, device, display }))
+    }
+
+    /// The display branch's frame that goes with the model branch's last one.
+    fn read_display(&self, sink: &gst_app::AppSink) -> Result<DisplayFrame, IngestError> {
+        let sample = self.pull(sink)?.ok_or_else(|| self.decode_err("display branch ended early"))?;
+        let buffer = sample.buffer().ok_or_else(|| self.decode_err("sample without buffer"))?;
+        let caps = sample.caps().ok_or_else(|| self.decode_err("sample without caps"))?;
+        let dinfo = gst_video::VideoInfo::from_caps(caps).map_err(|e| self.decode_err(&e.to_string()))?;
+        let map = buffer.map_readable().map_err(|e| self.decode_err(&e.to_string()))?;
+        let (width, height) = (dinfo.width(), dinfo.height());
+        let rgbx = pack_rows(map.as_slice(), dinfo.stride()[0] as usize, width as usize * 4, height as usize);
+        Ok(DisplayFrame { width, height, rgbx })
     }
 
     fn decode_err(&self, message: &str) -> IngestError {
@@ -473,7 +557,7 @@ impl FileSource {
             // The container's duration covers all streams; audio often runs a little longer
             // than video, so a short gap is not truncation.
             let missing = duration.saturating_sub(decoded);
-            if (decoded as f64) < duration as f64 * self.min_decoded_fraction && missing > 2_000_000_000 {
+            if (decoded as f64) < duration as f64 * self.config.min_decoded_fraction && missing > 2_000_000_000 {
                 return Err(IngestError::Truncated {
                     path: self.path.clone(),
                     decoded_s: self.last_end_ns as f64 / 1e9,
@@ -570,6 +654,22 @@ fn preferred_first(factories: &gst::glib::ValueArray, preferred: &[String]) -> O
     Some(gst::glib::ValueArray::new(first))
 }
 
+/// Says that the GPU's decoding of `path` failed and the CPU takes over.
+fn gpu_fallback_warning(path: &Path, cause: &IngestError) {
+    tracing::warn!(path = %path.display(), error = %cause, "the GPU's decoding failed: the file is decoded on the CPU from here");
+    metrics::counter!("retail_gpu_decode_fallbacks_total").increment(1);
+}
+
+/// Whether GStreamer's error came from the GPU's decoding: an element of the `nvcodec`
+/// plugin (NVDEC's decoders, `cudaupload`, `cudaconvert`, `cudadownload`).
+pub(crate) fn from_gpu_element(err: &gst::message::Error) -> bool {
+    let factory = err.src().and_then(|s| s.downcast_ref::<gst::Element>().and_then(gst::Element::factory));
+    factory.is_some_and(|f| f.plugin_name().as_deref() == Some(GPU_PLUGIN))
+}
+
+/// The plugin of NVDEC's decoders and of GStreamer's CUDA elements.
+const GPU_PLUGIN: &str = "nvcodec";
+
 pub(crate) fn error_text(err: &gst::message::Error) -> String {
     let mut text = err.error().to_string();
     if let Some(src) = err.src() {
@@ -643,6 +743,22 @@ mod tests {
 
     /// The decoders `decodebin` plugged for the MJPEG clip at `path`, with or without
     /// `preferred` ones.
+    /// A clip encoded by `encode` (a launch line without its filesink) in a fresh folder:
+    /// (the folder, the clip).
+    fn make_clip(test: &str, file: &str, encode: &str) -> (PathBuf, PathBuf) {
+        crate::init().unwrap();
+        let dir = std::env::temp_dir().join(format!("retail-ai-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let clip = dir.join(file);
+        let pipeline = gst::parse::launch(&format!("{encode} ! filesink location={}", clip.display())).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = pipeline.bus().unwrap();
+        let end = bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos]);
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(end.is_some(), "{encode}: no end of stream");
+        (dir, clip)
+    }
+
     fn decoders_used(path: &Path, preferred: &[String]) -> Vec<String> {
         let desc = format!("filesrc location={} ! decodebin name=dec ! fakesink name=sink", path.display());
         let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
@@ -677,18 +793,11 @@ mod tests {
         if gst::ElementFactory::find("avdec_mjpeg").is_none() || gst::ElementFactory::find("jpegdec").is_none() {
             return;
         }
-        let dir = std::env::temp_dir().join(format!("retail-ai-prefer-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let clip = dir.join("mjpeg.avi");
-        let make = format!(
-            "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! jpegenc ! avimux ! filesink location={}",
-            clip.display()
+        let (dir, clip) = make_clip(
+            "prefer",
+            "mjpeg.avi",
+            "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! jpegenc ! avimux",
         );
-        let pipeline = gst::parse::launch(&make).unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let bus = pipeline.bus().unwrap();
-        bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos]).unwrap();
-        pipeline.set_state(gst::State::Null).unwrap();
 
         let by_rank = decoders_used(&clip, &[]);
         assert!(by_rank.contains(&"jpegdec".to_owned()), "{by_rank:?}");
@@ -716,5 +825,56 @@ mod tests {
         let whole = vec![7u8; info.size()];
         let packed = PixelOrder::I420.pack(&whole, &info).unwrap();
         assert_eq!((packed.width, packed.height, packed.pixels.len()), (64, 48, 64 * 48 * 3 / 2));
+    }
+
+    /// A GPU fault in the middle of a file hands decoding to a fresh CPU pipeline: the frames
+    /// handed on are those of one uninterrupted decoding, none lost and none twice, with the
+    /// display frames still paired. Resumed before the first frame, between two key frames
+    /// (B-frames reordered) and after the last.
+    #[test]
+    fn decoding_resumed_on_a_fresh_pipeline_hands_on_every_frame_once() {
+        crate::init().unwrap();
+        let (dir, clip) = make_clip(
+            "resume",
+            "ball.mp4",
+            "videotestsrc num-buffers=30 pattern=ball ! video/x-raw,width=96,height=64,framerate=10/1 ! \
+             x264enc bframes=2 key-int-max=10 ! mp4mux",
+        );
+
+        let spec =
+            SourceSpec { stream: "s".into(), width: 0, height: 0, order: PixelOrder::I420, display: true, cuda: None };
+        let config = IngestConfig::default();
+        let read_all = |src: &mut FileSource, into: &mut Vec<VideoFrame>| {
+            while let Some(f) = src.next_frame().unwrap() {
+                into.push(f);
+            }
+        };
+        let mut whole = Vec::new();
+        read_all(&mut FileSource::open(&clip, spec.clone(), &config).unwrap(), &mut whole);
+        assert_eq!(whole.len(), 30);
+        let key = |f: &VideoFrame| (f.index, f.pts_ns, f.pixels.clone(), f.display.as_ref().map(|d| d.rgbx.clone()));
+        for cut in [0, 13, 30] {
+            let mut src = FileSource::open(&clip, spec.clone(), &config).unwrap();
+            let mut got: Vec<VideoFrame> = (0..cut).map(|_| src.next_frame().unwrap().unwrap()).collect();
+            src.resume_with(spec.clone()).unwrap();
+            read_all(&mut src, &mut got);
+            assert_eq!(got.len(), whole.len(), "resumed after {cut} frames");
+            for (g, w) in got.iter().zip(&whole) {
+                assert!(key(g) == key(w), "resumed after {cut}: frame {} differs from frame {}", g.index, w.index);
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Only errors of nvcodec's elements turn decoding over to the CPU.
+    #[test]
+    fn an_error_of_a_cpu_element_is_no_gpu_fault() {
+        crate::init().unwrap();
+        let element = gst::ElementFactory::make("identity").build().unwrap();
+        let msg = gst::message::Error::builder(gst::StreamError::Decode, "bad frame").src(&element).build();
+        let gst::MessageView::Error(err) = msg.view() else { unreachable!() };
+        assert!(!from_gpu_element(err));
+        assert_eq!(PixelOrder::CudaYuv.host_fallback(), Some(PixelOrder::I420));
+        assert_eq!(PixelOrder::I420.host_fallback(), None, "the CPU's own decoding has nothing to fall back on");
     }
 }
