@@ -149,6 +149,7 @@ fn vtest_end_to_end_counts_agree_everywhere() {
         order: retail_ingest::PixelOrder::Rgb,
         display: false,
         cuda: None,
+        software_decoding: false,
     };
     let mut src = retail_ingest::FileSource::open(&video, spec, &Default::default()).unwrap();
     assert_eq!((src.info().width, src.info().height), (768, 576));

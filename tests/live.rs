@@ -594,6 +594,7 @@ fn frame_clock(offset_ms: i64) -> (bool, i64) {
         order: PixelOrder::Rgb,
         display: false,
         cuda: None,
+        software_decoding: false,
     };
     let now_us = || chrono::Utc::now().timestamp_micros();
     let origin_us = now_us();

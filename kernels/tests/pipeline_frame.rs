@@ -31,6 +31,7 @@ fn cpu_path(path: &Path, (w, h): (u32, u32), wanted: &[u64]) -> Vec<Vec<u8>> {
         order: PixelOrder::Bgr,
         display: false,
         cuda: None,
+        software_decoding: false,
     };
     let mut source = FileSource::open(path, spec, &IngestConfig::default()).unwrap();
     let mut out = Vec::new();

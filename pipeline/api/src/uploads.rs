@@ -197,6 +197,7 @@ fn probe(path: &FsPath) -> Result<MediaInfo, String> {
         order: retail_ingest::PixelOrder::Rgb,
         display: false,
         cuda: None,
+        software_decoding: false,
     };
     let mut source = retail_ingest::FileSource::open(path, spec, &retail_ingest::IngestConfig::default())
         .map_err(|e| e.to_string())?;

@@ -139,17 +139,14 @@ impl Exporter {
             self.bump(&key, "retail_camera_restarts_total", &labels, c.restarts);
             metrics::gauge!("retail_camera_last_frame_age_seconds", &labels)
                 .set(c.status.last_frame_age_s.unwrap_or(f64::NAN));
-            metrics::gauge!("retail_camera_gpu_decode_failed", &labels).set(if c.status.gpu_decode_failed {
-                1.0
-            } else {
-                0.0
-            });
+            set_gpu_decode_failed(&labels, c.status.gpu_decode_failed);
             shown.insert(key, labels);
         }
         // A camera gone from this worker (removed, or moved to another) is in no state here.
         for (key, labels) in &self.shown {
             if !shown.contains_key(key) {
                 set_state(labels, None);
+                set_gpu_decode_failed(labels, false);
             }
         }
         self.shown = shown;
@@ -163,6 +160,10 @@ impl Exporter {
         *last = total;
         metrics::counter!(name, labels).increment(delta);
     }
+}
+
+fn set_gpu_decode_failed(labels: &[(&'static str, String); 2], failed: bool) {
+    metrics::gauge!("retail_camera_gpu_decode_failed", labels).set(if failed { 1.0 } else { 0.0 });
 }
 
 fn set_state(labels: &[(&'static str, String); 2], current: Option<CameraState>) {

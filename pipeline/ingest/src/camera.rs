@@ -264,11 +264,11 @@ impl LiveCamera {
     /// connection is torn down and retried as after any fault.
     fn failed(&mut self, state: CameraState, fault: Fault) {
         if fault.gpu
-            && let Some(order) = self.spec.order.host_fallback()
+            && let Some(on_cpu) = self.spec.on_cpu()
         {
             tracing::warn!(camera = %self.name, reason = %fault.reason, "the GPU's decoding failed: this camera is decoded on the CPU from now on");
             metrics::counter!("retail_gpu_decode_fallbacks_total").increment(1);
-            (self.spec.order, self.spec.cuda) = (order, None);
+            self.spec = on_cpu;
             self.monitor.update(|h| h.gpu_decode_failed = true);
         }
         self.fault(state, &fault.reason);
@@ -430,8 +430,7 @@ enum Pulled {
     Failed(Fault),
 }
 
-/// Why a connection failed, and whether the GPU's decoding did (see
-/// [`crate::source::from_gpu_element`]).
+/// Why a connection failed, and whether the GPU's decoding did (see [`crate::decoders`]).
 struct Fault {
     reason: String,
     gpu: bool,
@@ -480,6 +479,8 @@ impl Connection {
         let dec = by_name("dec")?;
         if spec.order == PixelOrder::CudaYuv {
             crate::cuda::attach(&pipeline, &dec, spec)?;
+        } else if spec.software_decoding {
+            crate::decoders::software_decoders_only(&dec);
         }
         link_video_only(&dec, by_name(head)?, &pipeline);
         dec.set_property("uri", settings.url.location());
@@ -560,7 +561,7 @@ impl Connection {
         for secret in &self.secrets {
             text = text.replace(secret.as_str(), "…");
         }
-        Some(Fault { reason: text, gpu: crate::source::from_gpu_element(err) })
+        Some(Fault { reason: text, gpu: crate::decoders::gpu_fault(err, &self.pipeline) })
     }
 
     /// Receive time of a sample in Unix ns: the pipeline's base time plus its running time.
@@ -652,7 +653,15 @@ mod tests {
     }
 
     fn spec(order: PixelOrder) -> SourceSpec {
-        SourceSpec { stream: "cam".into(), width: 64, height: 64, order, display: false, cuda: None }
+        SourceSpec {
+            stream: "cam".into(),
+            width: 64,
+            height: 64,
+            order,
+            display: false,
+            cuda: None,
+            software_decoding: false,
+        }
     }
 
     #[test]
@@ -679,7 +688,7 @@ mod tests {
         assert!(!monitor.status().gpu_decode_failed);
         cam.failed(CameraState::Live, Fault { reason: "nvh264dec0: CUDA_ERROR_OUT_OF_MEMORY".into(), gpu: true });
         assert_eq!(cam.spec.order, PixelOrder::I420);
-        assert!(cam.spec.cuda.is_none());
+        assert!(cam.spec.cuda.is_none() && cam.spec.software_decoding, "NVDEC left out of the CPU's decoding");
         let status = monitor.status();
         assert!(status.gpu_decode_failed);
         assert_eq!(status.reconnects, 2);

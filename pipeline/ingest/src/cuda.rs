@@ -16,7 +16,7 @@ pub(crate) fn attach(pipeline: &gst::Pipeline, decodebin: &gst::Element, spec: &
     let ctx = spec.cuda.as_ref().ok_or("the CUDA branch needs the kernels' CUDA context")?;
     let lib = retail_gst_cuda::library().map_err(|e| e.to_string())?;
     let context = lib.context(ctx).map_err(|e| e.to_string())?;
-    crate::source::prefer_decoders(decodebin, &retail_gst_cuda::hardware_decoders(ctx.device))?;
+    crate::decoders::prefer_decoders(decodebin, &retail_gst_cuda::hardware_decoders(ctx.device));
     pipeline.set_context(&context);
     tracing::debug!(stream = %spec.stream, device = ctx.device, "decoding into CUDA memory");
     Ok(())

@@ -14,6 +14,7 @@ mod camera;
 mod camera_url;
 mod config;
 mod cuda;
+mod decoders;
 mod encode;
 mod error;
 mod frame_source;
@@ -31,6 +32,24 @@ pub use source::{DisplayFrame, FileSource, PixelOrder, SourceSpec, VideoFrame, V
 /// Initialises GStreamer once per process; cheap to call again.
 pub fn init() -> Result<(), IngestError> {
     gstreamer::init().map_err(|e| IngestError::Init { message: e.to_string() })
+}
+
+/// A clip encoded by `encode` (a launch line without its filesink) in a fresh folder named
+/// for `test`: (the folder, the clip).
+#[cfg(test)]
+pub(crate) fn make_clip(test: &str, file: &str, encode: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    use gstreamer::prelude::*;
+    init().unwrap();
+    let dir = std::env::temp_dir().join(format!("retail-ai-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let clip = dir.join(file);
+    let pipeline = gstreamer::parse::launch(&format!("{encode} ! filesink location={}", clip.display())).unwrap();
+    pipeline.set_state(gstreamer::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let end = bus.timed_pop_filtered(gstreamer::ClockTime::from_seconds(30), &[gstreamer::MessageType::Eos]);
+    pipeline.set_state(gstreamer::State::Null).unwrap();
+    assert!(end.is_some(), "{encode}: no end of stream");
+    (dir, clip)
 }
 
 /// Whether the GStreamer elements the pipeline needs are installed, as (element, found).

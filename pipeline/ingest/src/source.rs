@@ -59,12 +59,12 @@ impl PixelOrder {
         }
     }
 
-    /// Where frames go when the GPU's decoding fails: the CUDA branch's frames are decoded
-    /// on the CPU instead and handed on as I420, which the GPU kernels upload.
-    pub fn host_fallback(self) -> Option<PixelOrder> {
+    /// The order of the same frames decoded on the CPU: the CUDA branch's become I420,
+    /// which the GPU kernels upload; the others stay as they are.
+    pub fn on_cpu(self) -> PixelOrder {
         match self {
-            PixelOrder::CudaYuv => Some(PixelOrder::I420),
-            _ => None,
+            PixelOrder::CudaYuv => PixelOrder::I420,
+            order => order,
         }
     }
 
@@ -164,6 +164,23 @@ pub struct SourceSpec {
     /// For [`PixelOrder::CudaYuv`]: the kernels' CUDA context, which the decoder must
     /// allocate in.
     pub cuda: Option<CudaContextRef>,
+    /// Keep the GPU's decoders (nvcodec's NVDEC ones) out of `decodebin`'s choice: set by
+    /// [`SourceSpec::on_cpu`].
+    pub software_decoding: bool,
+}
+
+impl SourceSpec {
+    /// The same source decoded on the CPU, after a fault of the GPU's decoding: software
+    /// decoders only, frames in host memory ([`PixelOrder::on_cpu`]). `None` when this one
+    /// decodes on the CPU already.
+    pub fn on_cpu(&self) -> Option<SourceSpec> {
+        (!self.software_decoding).then(|| SourceSpec {
+            order: self.order.on_cpu(),
+            cuda: None,
+            software_decoding: true,
+            ..self.clone()
+        })
+    }
 }
 
 /// Facts about the decoded stream, known after preroll.
@@ -230,7 +247,7 @@ pub struct FileSource {
     last_pts_ns: Option<u64>,
     /// The first frame of the CPU's decoding after a GPU fault, not yet handed on.
     pending: Option<VideoFrame>,
-    /// Set when the last error came from the GPU's decoding (see [`from_gpu_element`]).
+    /// Set when the last error was a fault of the GPU's decoding (see [`crate::decoders`]).
     gpu_fault: std::cell::Cell<bool>,
     finished: bool,
 }
@@ -242,10 +259,9 @@ impl FileSource {
     /// Opens `path` and prerolls the pipeline, so that a file that is not a video fails here,
     /// before any output is written.
     ///
-    /// Where the GPU's decoding fails ([`PixelOrder::CudaYuv`]: NVDEC out of sessions, a
-    /// CUDA error), here or in the middle of the file, the file is decoded on the CPU instead
-    /// (see [`PixelOrder::host_fallback`]), from where the GPU stopped: no frame is lost or
-    /// handed on twice.
+    /// Where the GPU's decoding fails (NVDEC out of sessions, a CUDA error; see
+    /// [`crate::decoders`]), here or in the middle of the file, the file is decoded on the
+    /// CPU instead ([`SourceSpec::on_cpu`]), from the frame after the last one handed on.
     pub fn open(path: &Path, spec: SourceSpec, config: &IngestConfig) -> Result<Self, IngestError> {
         crate::init()?;
         let meta = std::fs::metadata(path)
@@ -260,12 +276,13 @@ impl FileSource {
         let mut source = Self::build(path, spec, config)?;
         match source.preroll() {
             Ok(()) => Ok(source),
-            Err(e) => match source.host_spec().filter(|_| source.gpu_fault.get()) {
+            Err(e) => match source.spec.on_cpu().filter(|_| source.gpu_fault.get()) {
                 Some(host) => {
                     drop(source);
                     gpu_fallback_warning(path, &e);
                     let mut source = Self::build(path, host, config)?;
                     source.preroll()?;
+                    metrics::counter!("retail_gpu_decode_fallbacks_total").increment(1);
                     Ok(source)
                 }
                 None => Err(e),
@@ -306,6 +323,8 @@ impl FileSource {
         let decodebin = pipeline.by_name("dec").ok_or_else(|| pipeline_err("no decodebin".into()))?;
         if spec.order == PixelOrder::CudaYuv {
             crate::cuda::attach(&pipeline, &decodebin, &spec).map_err(pipeline_err)?;
+        } else if spec.software_decoding {
+            crate::decoders::software_decoders_only(&decodebin);
         }
         link_video_only(&decodebin, head, &pipeline);
         let src = pipeline.by_name("src").ok_or_else(|| pipeline_err("no filesrc".into()))?;
@@ -340,12 +359,6 @@ impl FileSource {
         })
     }
 
-    /// The spec to decode on the CPU with after a GPU fault, if this source decodes on the GPU.
-    fn host_spec(&self) -> Option<SourceSpec> {
-        let order = self.spec.order.host_fallback()?;
-        Some(SourceSpec { order, cuda: None, ..self.spec.clone() })
-    }
-
     fn preroll(&mut self) -> Result<(), IngestError> {
         if let Err(e) = self.pipeline.set_state(gst::State::Paused) {
             return Err(self.bus_error().unwrap_or_else(|| self.not_video(e.to_string())));
@@ -365,7 +378,7 @@ impl FileSource {
             };
             match msg.view() {
                 gst::MessageView::Error(err) => {
-                    self.gpu_fault.set(from_gpu_element(err));
+                    self.gpu_fault.set(crate::decoders::gpu_fault(err, &self.pipeline));
                     let video_linked = self
                         .pipeline
                         .by_name(if self.spec.display { "head" } else { "scale" })
@@ -420,7 +433,7 @@ impl FileSource {
         let msg = self.pipeline.bus()?.pop_filtered(&[gst::MessageType::Error])?;
         let gst::MessageView::Error(err) = msg.view() else { return None };
         // Every error after preroll passes here: `next_frame` reads this.
-        self.gpu_fault.set(from_gpu_element(err));
+        self.gpu_fault.set(crate::decoders::gpu_fault(err, &self.pipeline));
         Some(IngestError::Decode {
             path: self.path.clone(),
             frames: self.next_index,
@@ -454,10 +467,15 @@ impl FileSource {
         }
         let frame = match self.read_frame() {
             Ok(frame) => frame,
-            Err(e) => match self.host_spec().filter(|_| self.gpu_fault.get()) {
+            Err(e) => match self.spec.on_cpu().filter(|_| self.gpu_fault.get()) {
                 Some(host) => {
                     gpu_fallback_warning(&self.path, &e);
-                    self.resume_with(host)?;
+                    if let Err(resume) = self.resume_with(host) {
+                        // The GPU's fault is the cause worth reporting.
+                        tracing::warn!(path = %self.path.display(), error = %resume, "the CPU could not take over");
+                        return Err(e);
+                    }
+                    metrics::counter!("retail_gpu_decode_fallbacks_total").increment(1);
                     self.pending.take()
                 }
                 None => return Err(e),
@@ -482,18 +500,27 @@ impl FileSource {
     }
 
     /// After the GPU's decoding failed: decodes the file again as `spec` says (on the CPU),
-    /// in place of this pipeline, up to the frame after the last one handed on, which is kept
-    /// in `pending` (`None` when the failure came after the last frame).
+    /// in place of this pipeline, skipping as many frames as were handed on, and keeps the
+    /// next in `pending` (`None` when the failure came after the last frame). Skipped by
+    /// count, not by timestamp, which files may lack, repeat or restart; a last skipped frame
+    /// whose timestamp is not the last one handed on is logged (the decoders disagree).
     fn resume_with(&mut self, spec: SourceSpec) -> Result<(), IngestError> {
         let mut fresh = Self::build(&self.path, spec, &self.config)?;
         fresh.preroll()?;
-        (fresh.next_index, fresh.last_end_ns) = (self.next_index, self.last_end_ns);
-        let resumed = loop {
-            match fresh.read_frame()? {
-                Some(f) if self.last_pts_ns.is_some_and(|last| f.pts_ns <= last) => {}
-                next => break next,
+        let mut last_skipped = None;
+        for _ in 0..self.next_index {
+            match fresh.skip_frame()? {
+                Some(pts) => last_skipped = pts,
+                None => break,
             }
-        };
+        }
+        if let (Some(skipped), Some(last)) = (last_skipped, self.last_pts_ns)
+            && skipped != last
+        {
+            tracing::warn!(path = %self.path.display(), frames = self.next_index, skipped_s = skipped as f64 / 1e9, last_s = last as f64 / 1e9, "the CPU's decoding does not line up with the GPU's; resumed by frame count");
+        }
+        (fresh.next_index, fresh.last_end_ns) = (self.next_index, self.last_end_ns);
+        let resumed = fresh.read_frame()?;
         // The fresh pipeline takes this one's place; the old one stops as `fresh` drops.
         std::mem::swap(&mut self.pipeline, &mut fresh.pipeline);
         std::mem::swap(&mut self.model_sink, &mut fresh.model_sink);
@@ -502,6 +529,16 @@ impl FileSource {
         self.gpu_fault.set(false);
         self.pending = resumed;
         Ok(())
+    }
+
+    /// Pulls the next frame (and its display frame) without unpacking it: `Some` with its
+    /// timestamp, or `None` at the end.
+    fn skip_frame(&self) -> Result<Option<Option<u64>>, IngestError> {
+        let Some(sample) = self.pull(&self.model_sink)? else { return Ok(None) };
+        if let Some(sink) = &self.display_sink {
+            self.pull(sink)?.ok_or_else(|| self.decode_err("display branch ended early"))?;
+        }
+        Ok(Some(sample.buffer().and_then(gst::BufferRef::pts).map(gst::ClockTime::nseconds)))
     }
 
     /// The next decoded frame, not yet numbered (see [`Self::hand_on`]); `None` at the end.
@@ -621,54 +658,10 @@ pub(crate) fn link_video_only(decodebin: &gst::Element, head: gst::Element, pipe
     });
 }
 
-/// Makes `decodebin` (or `uridecodebin`) try `preferred` decoders (factory names) first for a
-/// format they take, whatever the ranks say; for this pipeline only. The others stay in the
-/// list after them, so a preferred decoder that fails to start falls back as decodebin does.
-// Only the CUDA branch (feature `cuda`) uses it outside the tests.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub(crate) fn prefer_decoders(decodebin: &gst::Element, preferred: &[String]) -> Result<(), String> {
-    let preferred: Vec<String> = preferred.iter().filter(|n| gst::ElementFactory::find(n).is_some()).cloned().collect();
-    if preferred.is_empty() {
-        return Ok(());
-    }
-    decodebin.connect("autoplug-sort", false, move |args| {
-        let factories = args.get(3).and_then(|v| v.get::<gst::glib::ValueArray>().ok());
-        let sorted = factories.and_then(|f| preferred_first(&f, &preferred));
-        // NULL keeps decodebin's own order.
-        Some(sorted.to_value())
-    });
-    Ok(())
-}
-
-/// `factories` with the `preferred` ones moved to the front (order otherwise kept), or `None`
-/// when none of them is in the list.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-fn preferred_first(factories: &gst::glib::ValueArray, preferred: &[String]) -> Option<gst::glib::ValueArray> {
-    let all: Vec<gst::ElementFactory> = factories.iter().filter_map(|v| v.get().ok()).collect();
-    let is_preferred = |f: &gst::ElementFactory| preferred.iter().any(|p| f.name() == p.as_str());
-    if all.len() != factories.len() || !all.iter().any(is_preferred) {
-        return None;
-    }
-    let (mut first, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(is_preferred);
-    first.extend(rest);
-    Some(gst::glib::ValueArray::new(first))
-}
-
 /// Says that the GPU's decoding of `path` failed and the CPU takes over.
 fn gpu_fallback_warning(path: &Path, cause: &IngestError) {
     tracing::warn!(path = %path.display(), error = %cause, "the GPU's decoding failed: the file is decoded on the CPU from here");
-    metrics::counter!("retail_gpu_decode_fallbacks_total").increment(1);
 }
-
-/// Whether GStreamer's error came from the GPU's decoding: an element of the `nvcodec`
-/// plugin (NVDEC's decoders, `cudaupload`, `cudaconvert`, `cudadownload`).
-pub(crate) fn from_gpu_element(err: &gst::message::Error) -> bool {
-    let factory = err.src().and_then(|s| s.downcast_ref::<gst::Element>().and_then(gst::Element::factory));
-    factory.is_some_and(|f| f.plugin_name().as_deref() == Some(GPU_PLUGIN))
-}
-
-/// The plugin of NVDEC's decoders and of GStreamer's CUDA elements.
-const GPU_PLUGIN: &str = "nvcodec";
 
 pub(crate) fn error_text(err: &gst::message::Error) -> String {
     let mut text = err.error().to_string();
@@ -743,80 +736,6 @@ mod tests {
 
     /// The decoders `decodebin` plugged for the MJPEG clip at `path`, with or without
     /// `preferred` ones.
-    /// A clip encoded by `encode` (a launch line without its filesink) in a fresh folder:
-    /// (the folder, the clip).
-    fn make_clip(test: &str, file: &str, encode: &str) -> (PathBuf, PathBuf) {
-        crate::init().unwrap();
-        let dir = std::env::temp_dir().join(format!("retail-ai-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let clip = dir.join(file);
-        let pipeline = gst::parse::launch(&format!("{encode} ! filesink location={}", clip.display())).unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let bus = pipeline.bus().unwrap();
-        let end = bus.timed_pop_filtered(gst::ClockTime::from_seconds(30), &[gst::MessageType::Eos]);
-        pipeline.set_state(gst::State::Null).unwrap();
-        assert!(end.is_some(), "{encode}: no end of stream");
-        (dir, clip)
-    }
-
-    fn decoders_used(path: &Path, preferred: &[String]) -> Vec<String> {
-        let desc = format!("filesrc location={} ! decodebin name=dec ! fakesink name=sink", path.display());
-        let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-        let dec = pipeline.by_name("dec").unwrap();
-        prefer_decoders(&dec, preferred).unwrap();
-        pipeline.set_state(gst::State::Paused).unwrap();
-        let bus = pipeline.bus().unwrap();
-        let msg = bus
-            .timed_pop_filtered(
-                gst::ClockTime::from_seconds(30),
-                &[gst::MessageType::AsyncDone, gst::MessageType::Error],
-            )
-            .unwrap();
-        assert!(matches!(msg.view(), gst::MessageView::AsyncDone(_)), "{msg:?}");
-        let bin = dec.downcast::<gst::Bin>().unwrap();
-        let names = bin
-            .iterate_recurse()
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter_map(|e| e.factory().map(|f| f.name().to_string()))
-            .collect();
-        pipeline.set_state(gst::State::Null).unwrap();
-        names
-    }
-
-    /// The CUDA branch makes `decodebin` try the NVDEC decoders first whatever their rank; the
-    /// same mechanism checked here with two CPU decoders of JPEG: `avdec_mjpeg` (marginal
-    /// rank) is plugged before `jpegdec` (primary) when it is preferred.
-    #[test]
-    fn preferred_decoders_are_plugged_before_higher_ranked_ones() {
-        crate::init().unwrap();
-        if gst::ElementFactory::find("avdec_mjpeg").is_none() || gst::ElementFactory::find("jpegdec").is_none() {
-            return;
-        }
-        let (dir, clip) = make_clip(
-            "prefer",
-            "mjpeg.avi",
-            "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! jpegenc ! avimux",
-        );
-
-        let by_rank = decoders_used(&clip, &[]);
-        assert!(by_rank.contains(&"jpegdec".to_owned()), "{by_rank:?}");
-        let preferred = decoders_used(&clip, &["avdec_mjpeg".to_owned(), "no-such-decoder".to_owned()]);
-        assert!(
-            preferred.contains(&"avdec_mjpeg".to_owned()) && !preferred.contains(&"jpegdec".to_owned()),
-            "{preferred:?}"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-        // The others stay behind the preferred ones, for decodebin's fallback.
-        let list =
-            gst::glib::ValueArray::new(["jpegdec", "avdec_mjpeg"].map(|n| gst::ElementFactory::find(n).unwrap()));
-        let sorted = preferred_first(&list, &["avdec_mjpeg".to_owned()]).unwrap();
-        let names: Vec<String> =
-            sorted.iter().map(|v| v.get::<gst::ElementFactory>().unwrap().name().to_string()).collect();
-        assert_eq!(names, ["avdec_mjpeg", "jpegdec"]);
-        assert!(preferred_first(&list, &["nvh264dec".to_owned()]).is_none(), "no preferred one: decodebin's order");
-    }
-
     #[test]
     fn a_short_buffer_is_an_error_not_a_panic() {
         let info = info("bt601");
@@ -834,15 +753,22 @@ mod tests {
     #[test]
     fn decoding_resumed_on_a_fresh_pipeline_hands_on_every_frame_once() {
         crate::init().unwrap();
-        let (dir, clip) = make_clip(
+        let (dir, clip) = crate::make_clip(
             "resume",
             "ball.mp4",
             "videotestsrc num-buffers=30 pattern=ball ! video/x-raw,width=96,height=64,framerate=10/1 ! \
              x264enc bframes=2 key-int-max=10 ! mp4mux",
         );
 
-        let spec =
-            SourceSpec { stream: "s".into(), width: 0, height: 0, order: PixelOrder::I420, display: true, cuda: None };
+        let spec = SourceSpec {
+            stream: "s".into(),
+            width: 0,
+            height: 0,
+            order: PixelOrder::I420,
+            display: true,
+            cuda: None,
+            software_decoding: false,
+        };
         let config = IngestConfig::default();
         let read_all = |src: &mut FileSource, into: &mut Vec<VideoFrame>| {
             while let Some(f) = src.next_frame().unwrap() {
@@ -856,7 +782,7 @@ mod tests {
         for cut in [0, 13, 30] {
             let mut src = FileSource::open(&clip, spec.clone(), &config).unwrap();
             let mut got: Vec<VideoFrame> = (0..cut).map(|_| src.next_frame().unwrap().unwrap()).collect();
-            src.resume_with(spec.clone()).unwrap();
+            src.resume_with(spec.on_cpu().unwrap()).unwrap();
             read_all(&mut src, &mut got);
             assert_eq!(got.len(), whole.len(), "resumed after {cut} frames");
             for (g, w) in got.iter().zip(&whole) {
@@ -866,15 +792,23 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Only errors of nvcodec's elements turn decoding over to the CPU.
+    /// The CPU's decoding after a GPU fault: I420 for the CUDA branch (uploaded by the
+    /// kernels), no context, NVDEC left out; and nothing further to fall back on.
     #[test]
-    fn an_error_of_a_cpu_element_is_no_gpu_fault() {
-        crate::init().unwrap();
-        let element = gst::ElementFactory::make("identity").build().unwrap();
-        let msg = gst::message::Error::builder(gst::StreamError::Decode, "bad frame").src(&element).build();
-        let gst::MessageView::Error(err) = msg.view() else { unreachable!() };
-        assert!(!from_gpu_element(err));
-        assert_eq!(PixelOrder::CudaYuv.host_fallback(), Some(PixelOrder::I420));
-        assert_eq!(PixelOrder::I420.host_fallback(), None, "the CPU's own decoding has nothing to fall back on");
+    fn a_spec_decoded_on_the_cpu_has_nothing_further_to_fall_back_on() {
+        let gpu = SourceSpec {
+            stream: "s".into(),
+            width: 416,
+            height: 416,
+            order: PixelOrder::CudaYuv,
+            display: true,
+            cuda: None,
+            software_decoding: false,
+        };
+        let cpu = gpu.on_cpu().unwrap();
+        assert_eq!((cpu.order, cpu.software_decoding, cpu.display), (PixelOrder::I420, true, true));
+        assert!(cpu.on_cpu().is_none());
+        let packed = SourceSpec { order: PixelOrder::Bgr, ..gpu };
+        assert_eq!(packed.on_cpu().unwrap().order, PixelOrder::Bgr, "NVDEC may decode for the CPU's model too");
     }
 }

@@ -145,7 +145,7 @@ impl ModelChoice {
             retail_infer::ChannelOrder::Bgr => PixelOrder::Bgr,
             retail_infer::ChannelOrder::Rgb => PixelOrder::Rgb,
         };
-        SourceSpec { stream, width, height, order, display, cuda: self.cuda.clone() }
+        SourceSpec { stream, width, height, order, display, cuda: self.cuda.clone(), software_decoding: false }
     }
 }
 

@@ -62,8 +62,15 @@ fn nvdec_pictures_in_cuda_memory_give_the_model_input_of_the_same_frames_in_host
     let gpu = Gpu::new(0).unwrap();
     let ctx = gpu::shared_context(0).unwrap();
     assert_eq!(ctx.handle, gpu.context_handle(), "the decoders must share the kernels' (primary) context");
-    let spec =
-        |order, cuda| SourceSpec { stream: "nvdec".into(), width: 416, height: 416, order, display: false, cuda };
+    let spec = |order, cuda| SourceSpec {
+        stream: "nvdec".into(),
+        width: 416,
+        height: 416,
+        order,
+        display: false,
+        cuda,
+        software_decoding: false,
+    };
     let config = IngestConfig::default();
     let mut on_gpu = FileSource::open(&clip, spec(PixelOrder::CudaYuv, Some(ctx)), &config).unwrap();
     let mut on_host = FileSource::open(&clip, spec(PixelOrder::I420, None), &config).unwrap();

@@ -17,8 +17,15 @@ use retail_runtime::{Batching, Engine, ModelChoice, OutputSpec, file_job};
 
 #[test]
 fn an_i420_source_hands_over_the_three_planes_at_the_videos_size() {
-    let spec =
-        |order| SourceSpec { stream: StreamId::from("v"), width: 416, height: 416, order, display: false, cuda: None };
+    let spec = |order| SourceSpec {
+        stream: StreamId::from("v"),
+        width: 416,
+        height: 416,
+        order,
+        display: false,
+        cuda: None,
+        software_decoding: false,
+    };
     let mut yuv = FileSource::open(&vtest(), spec(PixelOrder::I420), &IngestConfig::default()).unwrap();
     let mut bgr = FileSource::open(&vtest(), spec(PixelOrder::Bgr), &IngestConfig::default()).unwrap();
     for _ in 0..3 {
@@ -60,6 +67,7 @@ fn first_i420_frame(path: &Path) -> retail_ingest::VideoFrame {
         order: PixelOrder::I420,
         display: false,
         cuda: None,
+        software_decoding: false,
     };
     FileSource::open(path, spec, &IngestConfig::default()).unwrap().next_frame().unwrap().unwrap()
 }
@@ -169,6 +177,7 @@ fn a_cuda_memory_source_without_nvcodec_names_the_missing_element() {
         order: PixelOrder::CudaYuv,
         display: false,
         cuda: None,
+        software_decoding: false,
     };
     let err = FileSource::open(&vtest(), spec, &IngestConfig::default()).err().unwrap();
     assert_eq!(
