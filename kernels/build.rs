@@ -2,7 +2,14 @@
 //! emulation), so the CPU-side tests run the kernel bodies themselves.
 
 fn main() {
-    for f in ["cuda/common.cuh", "cuda/host_shim.h", "cuda/preprocess.cu", "cuda/decode.cu", "cuda/host_launch.cpp"] {
+    for f in [
+        "cuda/common.cuh",
+        "cuda/host_shim.h",
+        "cuda/preprocess.cu",
+        "cuda/decode.cu",
+        "cuda/gate.cu",
+        "cuda/host_launch.cpp",
+    ] {
         println!("cargo:rerun-if-changed={f}");
     }
     cc::Build::new()

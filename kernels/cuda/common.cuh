@@ -17,6 +17,7 @@ RAI_DEVICE u16 f32_to_f16(float x) {
     return h;
 }
 RAI_DEVICE u32 next_slot(u32* counter) { return atomicAdd(counter, 1u); }
+RAI_DEVICE void add_u64(u64* sum, u64 v) { atomicAdd(sum, v); }
 #else
 #include "host_shim.h"
 #endif

@@ -2,6 +2,7 @@
 // "thread" at a time over the whole grid (blockDim 256 as on the GPU).
 #include "preprocess.cu"
 #include "decode.cu"
+#include "gate.cu"
 
 thread_local rai_dim3 threadIdx, blockIdx, blockDim, gridDim;
 
@@ -81,6 +82,39 @@ extern "C" void rai_host_yolov8_decode(const float* pred, unsigned batch, int an
                  YoloArgs* a = (YoloArgs*)c;
                  yolov8_decode(a->pred, a->anchors, a->num_classes, a->classes, a->n_classes, a->min_score, a->in_w,
                                a->in_h, a->out, a->count, a->capacity);
+             },
+             &a);
+}
+
+extern "C" void rai_host_luma_band_absdiff(const u8* luma, int pitch, const u8* ref, int width, int height,
+                                           int band_rows, u64* sums) {
+    struct Args {
+        const u8* luma;
+        int pitch;
+        const u8* ref;
+        int width, height, band_rows;
+        u64* sums;
+    } a = {luma, pitch, ref, width, height, band_rows, sums};
+    unsigned spans = (unsigned)((width + RAI_GATE_SPAN - 1) / RAI_GATE_SPAN);
+    for_grid(1, spans * (unsigned)height,
+             [](void* c) {
+                 Args* a = (Args*)c;
+                 luma_band_absdiff(a->luma, a->pitch, a->ref, a->width, a->height, a->band_rows, a->sums);
+             },
+             &a);
+}
+
+extern "C" void rai_host_copy_luma(const u8* luma, int pitch, u8* ref, int width, int height) {
+    struct Args {
+        const u8* luma;
+        int pitch;
+        u8* ref;
+        int width, height;
+    } a = {luma, pitch, ref, width, height};
+    for_grid(1, (unsigned)(width * height),
+             [](void* c) {
+                 Args* a = (Args*)c;
+                 copy_luma(a->luma, a->pitch, a->ref, a->width, a->height);
              },
              &a);
 }

@@ -45,3 +45,4 @@ static inline u16 f32_to_f16(float f) {
 }
 
 static inline u32 next_slot(u32* counter) { return (*counter)++; }
+static inline void add_u64(u64* sum, u64 v) { *sum += v; }

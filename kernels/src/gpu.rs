@@ -123,6 +123,8 @@ pub struct Gpu {
     yuv_to_tensor: CudaFunction,
     nanodet: CudaFunction,
     yolov8: CudaFunction,
+    luma_band_absdiff: CudaFunction,
+    copy_luma: CudaFunction,
 }
 
 impl Gpu {
@@ -141,14 +143,14 @@ impl Gpu {
                 functions.push(module.load_function(name).map_err(driver("function lookup"))?);
             }
         }
-        let [yuv_to_tensor, nanodet, yolov8]: [CudaFunction; 3] = functions
+        let [yuv_to_tensor, nanodet, yolov8, luma_band_absdiff, copy_luma]: [CudaFunction; 5] = functions
             .try_into()
             .map_err(|_| KernelError::Decoder { what: "kernels".into(), why: "entry points".into() })?;
         // A stream of its own, not the legacy default one: the engine's workers each hold a
         // `Gpu`, and their launches and synchronisations must not wait for one another.
         let stream = ctx.new_stream().map_err(driver("stream"))?;
         let context = ctx.cu_ctx() as usize;
-        Ok(Gpu { ordinal, context, stream, yuv_to_tensor, nanodet, yolov8 })
+        Ok(Gpu { ordinal, context, stream, yuv_to_tensor, nanodet, yolov8, luma_band_absdiff, copy_luma })
     }
 
     /// The `CUcontext` its kernels run in (the device's primary context).
@@ -453,6 +455,103 @@ impl Gpu {
         let mut all = self.stream.clone_dtoh(out).map_err(driver("download"))?;
         all.truncate(n);
         Ok(all)
+    }
+}
+
+/// Motion gating for one stream's frames in GPU memory (see [`crate::gate`]): the luma of
+/// the last frame sent to inference, kept on the device, and how far a new picture has moved
+/// from it. Both calls return once the kernel is done, so the picture may be unmapped after.
+pub struct LumaGate {
+    gpu: Gpu,
+    /// The reference luma, rows packed, and its size.
+    reference: Option<(CudaSlice<u8>, (u32, u32))>,
+    sums: CudaSlice<u64>,
+}
+
+impl LumaGate {
+    /// A gate on device `ordinal`, whose pictures must be in its primary context.
+    pub fn new(ordinal: usize) -> Result<LumaGate, KernelError> {
+        let gpu = Gpu::new(ordinal)?;
+        let sums = gpu.stream.alloc_zeros::<u64>(crate::gate::GATE_BANDS as usize).map_err(driver("alloc"))?;
+        Ok(LumaGate { gpu, reference: None, sums })
+    }
+
+    /// The largest mean absolute difference (0..255) between `p`'s luma and the reference
+    /// over the bands; `f32::MAX` without a reference or at another size.
+    pub fn difference(&mut self, p: &DevicePicture) -> Result<f32, KernelError> {
+        let Some((reference, size)) = &self.reference else { return Ok(f32::MAX) };
+        if *size != (p.width, p.height) {
+            return Ok(f32::MAX);
+        }
+        self.check(p, reference.len())?;
+        self.gpu.stream.memset_zeros(&mut self.sums).map_err(driver("memset"))?;
+        let (w, h) = (p.width as i32, p.height as i32);
+        let rows = crate::gate::band_rows(p.height) as i32;
+        let spans = p.width.div_ceil(256) * p.height;
+        // SAFETY: `p` is a checked picture in this context, mapped while it lives, with
+        // `height` rows of `width` bytes at `luma_pitch`; `reference` holds width x height
+        // bytes (same size, checked above); `sums` holds a u64 per band, and every row's band
+        // (`y / rows`) is below GATE_BANDS.
+        unsafe {
+            self.gpu
+                .stream
+                .launch_builder(&self.gpu.luma_band_absdiff)
+                .arg(&p.luma)
+                .arg(&(p.luma_pitch as i32))
+                .arg(reference)
+                .arg(&w)
+                .arg(&h)
+                .arg(&rows)
+                .arg(&mut self.sums)
+                .launch(grid(spans, 1))
+        }
+        .map_err(driver("launch"))?;
+        // Synchronises: the picture is not read after this returns.
+        let sums = self.gpu.stream.clone_dtoh(&self.sums).map_err(driver("download"))?;
+        Ok(crate::gate::max_band_mean(&sums, (p.width, p.height)))
+    }
+
+    /// Makes `p`'s luma the reference.
+    pub fn keep(&mut self, p: &DevicePicture) -> Result<(), KernelError> {
+        let size = (p.width, p.height);
+        let n = p.width as usize * p.height as usize;
+        self.check(p, n)?;
+        if self.reference.as_ref().is_none_or(|(_, s)| *s != size) {
+            self.reference = None;
+            let slice = self.gpu.stream.alloc_zeros::<u8>(n).map_err(driver("alloc"))?;
+            self.reference = Some((slice, size));
+        }
+        let Some((reference, _)) = self.reference.as_mut() else { return Ok(()) };
+        // SAFETY: as in `difference`; `reference` holds width x height bytes, one per thread.
+        let launched = unsafe {
+            self.gpu
+                .stream
+                .launch_builder(&self.gpu.copy_luma)
+                .arg(&p.luma)
+                .arg(&(p.luma_pitch as i32))
+                .arg(&mut *reference)
+                .arg(&(p.width as i32))
+                .arg(&(p.height as i32))
+                .launch(grid(n as u32, 1))
+        };
+        let done = launched.and_then(|_| self.gpu.stream.synchronize());
+        if done.is_err() {
+            self.reference = None; // half written: no reference rather than a wrong one
+        }
+        done.map_err(driver("copy luma"))
+    }
+
+    /// Forgets the reference: the next picture is sent to inference.
+    pub fn forget(&mut self) {
+        self.reference = None;
+    }
+
+    fn check(&self, p: &DevicePicture, reference_len: usize) -> Result<(), KernelError> {
+        self.gpu.can_read(p).map_err(|why| KernelError::Frame { index: 0, why })?;
+        if p.luma == 0 {
+            return Err(KernelError::Frame { index: 0, why: "a null luma plane".into() });
+        }
+        crate::gate::check_plane((p.width, p.height), p.luma_pitch, None, reference_len)
     }
 }
 

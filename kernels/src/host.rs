@@ -44,6 +44,52 @@ unsafe extern "C" {
         capacity: u32,
     );
     fn rai_host_f32_to_f16(x: f32) -> u16;
+    fn rai_host_luma_band_absdiff(
+        luma: *const u8,
+        pitch: i32,
+        reference: *const u8,
+        width: i32,
+        height: i32,
+        band_rows: i32,
+        sums: *mut u64,
+    );
+    fn rai_host_copy_luma(luma: *const u8, pitch: i32, reference: *mut u8, width: i32, height: i32);
+}
+
+/// Runs the gate kernel's body on the CPU: per band of rows, the sum of absolute differences
+/// between `luma` (rows `pitch` apart) and `reference` (rows packed); see [`crate::gate`].
+pub fn luma_band_absdiff(
+    luma: &[u8],
+    pitch: usize,
+    reference: &[u8],
+    (width, height): (u32, u32),
+) -> Result<Vec<u64>, KernelError> {
+    crate::gate::check_plane((width, height), pitch, Some(luma.len()), reference.len())?;
+    let mut sums = vec![0u64; crate::gate::GATE_BANDS as usize];
+    let rows = crate::gate::band_rows(height) as i32;
+    // SAFETY: the plane and the reference were checked to hold every byte the kernel reads
+    // (sizes fit i32); `sums` holds a sum per band, and `y / rows` < GATE_BANDS.
+    unsafe {
+        rai_host_luma_band_absdiff(
+            luma.as_ptr(),
+            pitch as i32,
+            reference.as_ptr(),
+            width as i32,
+            height as i32,
+            rows,
+            sums.as_mut_ptr(),
+        );
+    }
+    Ok(sums)
+}
+
+/// Runs the reference-copy kernel's body on the CPU: `luma`'s rows, packed.
+pub fn copy_luma(luma: &[u8], pitch: usize, (width, height): (u32, u32)) -> Result<Vec<u8>, KernelError> {
+    let mut reference = vec![0u8; width as usize * height as usize];
+    crate::gate::check_plane((width, height), pitch, Some(luma.len()), reference.len())?;
+    // SAFETY: as above; `reference` holds width x height bytes.
+    unsafe { rai_host_copy_luma(luma.as_ptr(), pitch as i32, reference.as_mut_ptr(), width as i32, height as i32) };
+    Ok(reference)
 }
 
 /// The descriptor of a checked host frame (host addresses).

@@ -12,6 +12,7 @@ mod decode;
 pub mod detect;
 mod error;
 mod frame;
+pub mod gate;
 pub mod host;
 mod layout;
 pub mod reference;

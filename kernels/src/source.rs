@@ -12,7 +12,7 @@ pub struct KernelSource {
 }
 
 /// Every kernel source.
-pub const KERNELS: [KernelSource; 2] = [
+pub const KERNELS: [KernelSource; 3] = [
     KernelSource {
         name: "preprocess.cu",
         body: include_str!("../cuda/preprocess.cu"),
@@ -22,6 +22,11 @@ pub const KERNELS: [KernelSource; 2] = [
         name: "decode.cu",
         body: include_str!("../cuda/decode.cu"),
         entry_points: &["nanodet_decode", "yolov8_decode"],
+    },
+    KernelSource {
+        name: "gate.cu",
+        body: include_str!("../cuda/gate.cu"),
+        entry_points: &["luma_band_absdiff", "copy_luma"],
     },
 ];
 

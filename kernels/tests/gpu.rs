@@ -305,3 +305,31 @@ fn gpu_pictures_left_on_the_device_preprocess_as_uploaded_frames_do() {
         assert!(gpu.can_read(&other).is_err() && gpu.can_read(&picture).is_ok());
     }
 }
+
+/// Motion gating on pictures in GPU memory: the device's band means are the host
+/// emulation's; a picture does not differ from itself once kept; another size or no
+/// reference sends a frame to inference; a picture from another context is refused.
+#[test]
+fn gpu_gate_matches_the_host_emulation() {
+    let Some(gpu) = device() else { return };
+    let mut gate = gpu::LumaGate::new(0).unwrap();
+    let mut rng = Rng(0xfeed_6a7e);
+    let (w, h) = (1280, 720);
+    let (a, b) = (Planes::random(&mut rng, YuvFormat::Nv12, w, h), Planes::random(&mut rng, YuvFormat::Nv12, w, h));
+    let (fa, fb) = (a.frame(), b.frame());
+    let ((_ma, pa), (_mb, pb)) = (picture_on_device(&gpu, &fa), picture_on_device(&gpu, &fb));
+    assert_eq!(gate.difference(&pa).unwrap(), f32::MAX, "no reference yet");
+    gate.keep(&pa).unwrap();
+    assert_eq!(gate.difference(&pa).unwrap(), 0.0);
+    let reference = host::copy_luma(fa.luma, fa.luma_pitch, (w, h)).unwrap();
+    let sums = host::luma_band_absdiff(fb.luma, fb.luma_pitch, &reference, (w, h)).unwrap();
+    let want = retail_kernels::gate::max_band_mean(&sums, (w, h));
+    assert_eq!(gate.difference(&pb).unwrap(), want);
+    let small = Planes::random(&mut rng, YuvFormat::Nv12, 640, 360);
+    let (_ms, ps) = picture_on_device(&gpu, &small.frame());
+    assert_eq!(gate.difference(&ps).unwrap(), f32::MAX, "another size");
+    let other = DevicePicture { context: pa.context ^ 0x100, ..pa.clone() };
+    assert!(gate.difference(&other).unwrap_err().to_string().contains("not this GPU's"));
+    gate.forget();
+    assert_eq!(gate.difference(&pa).unwrap(), f32::MAX, "forgotten");
+}

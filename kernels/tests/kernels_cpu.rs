@@ -275,3 +275,50 @@ fn decoder_classes_must_be_distinct_and_batches_non_empty() {
     let err = host::yolov8_decode(&[0.0; 12], 0, 2, 64, 64, &[0], 0.5, 10).unwrap_err();
     assert!(err.to_string().contains("0 frames"), "{err}");
 }
+
+/// The gate kernel (motion gating on frames in GPU memory) against its CPU specification:
+/// the same sum per band of rows, exactly, at odd sizes and padded pitches; the reference
+/// copy is the plane's rows packed.
+#[test]
+fn gate_kernel_matches_the_cpu_specification_on_odd_sizes() {
+    use retail_kernels::gate;
+    let mut rng = Rng(0x5eed_6a7e_0001);
+    for (w, h) in [(1922, 1082), (37, 5), (1, 1), (300, 129), (257, 64), (640, 65)] {
+        let (now, before) =
+            (Planes::random(&mut rng, YuvFormat::I420, w, h), Planes::random(&mut rng, YuvFormat::I420, w, h));
+        let (now, before) = (now.frame(), before.frame());
+        let reference = host::copy_luma(before.luma, before.luma_pitch, (w, h)).unwrap();
+        let packed: Vec<u8> =
+            before.luma.chunks(before.luma_pitch).take(h as usize).flat_map(|r| &r[..w as usize]).copied().collect();
+        assert!(reference == packed, "{w}x{h}: the reference is the rows packed");
+        let got = host::luma_band_absdiff(now.luma, now.luma_pitch, &reference, (w, h)).unwrap();
+        let want = gate::luma_band_sums(now.luma, now.luma_pitch, &reference, (w, h)).unwrap();
+        assert_eq!(got, want, "{w}x{h}");
+        assert!(got.iter().sum::<u64>() > 0, "{w}x{h}: random frames differ");
+        let same = host::luma_band_absdiff(before.luma, before.luma_pitch, &reference, (w, h)).unwrap();
+        assert_eq!(gate::max_band_mean(&same, (w, h)), 0.0, "{w}x{h}: a frame does not differ from itself");
+    }
+}
+
+/// What the gate is for: a small person entering moves one band far past sensor noise.
+#[test]
+fn the_gate_sees_a_small_person_but_not_sensor_noise() {
+    use retail_kernels::gate;
+    let (w, h) = (1280u32, 720u32);
+    let still = vec![100u8; (w * h) as usize];
+    let noisy: Vec<u8> = still.iter().enumerate().map(|(i, p)| if i % 2 == 0 { p + 1 } else { p - 1 }).collect();
+    let mut person = still.clone();
+    // 40x80 pixels (0.35 % of the frame), brighter by 60.
+    for y in 300..380 {
+        for x in 600..640 {
+            person[y * w as usize + x] = 160;
+        }
+    }
+    let max = |frame: &[u8]| {
+        gate::max_band_mean(&host::luma_band_absdiff(frame, w as usize, &still, (w, h)).unwrap(), (w, h))
+    };
+    assert!(max(&noisy) <= 1.0, "{}", max(&noisy));
+    assert!(max(&person) > 1.5, "{}", max(&person));
+    let whole_frame_mean = 60.0 * 3200.0 / (w * h) as f32;
+    assert!(whole_frame_mean < 0.25, "a whole-frame mean would miss them: {whole_frame_mean}");
+}

@@ -20,6 +20,7 @@ use retail_infer::{FrameRef, InferError, InferenceBackend};
 use retail_ingest::{FrameSource, IngestError, VideoFrame};
 use tracing::{info, warn};
 
+use crate::gate::MotionGate;
 use crate::progress::{PROGRESS_EVERY, StageTotals};
 use crate::queue::{InferQueue, Pushed, Taken};
 use crate::stream::{Analysed, ModelFacts, StreamAnalysis, StreamJob};
@@ -101,6 +102,7 @@ impl Engine {
             labels: model.manifest.labels.names.clone(),
             score_threshold: model.score_threshold,
             workers: backends.len(),
+            gpu: model.cuda.as_ref().and_then(|c| usize::try_from(c.device).ok()),
         };
         // Built first so that a failed spawn shuts down the workers already started.
         let mut engine = Engine { queue: queue.clone(), workers: Vec::new(), batching, model: facts };
@@ -158,7 +160,8 @@ impl Engine {
         let expected = job.source.info().estimated_frames();
         let decoder = {
             let (queue, cancel) = (self.queue.clone(), cancel.clone());
-            let (source, gate) = (job.source, job.motion_threshold);
+            let gate = job.motion_threshold.map(|t| MotionGate::new(t, self.model.gpu));
+            let source = job.source;
             let spawned = std::thread::Builder::new()
                 .name(format!("decode-{id}"))
                 .spawn(move || decode(source, gate, &queue, id, &cancel, tx));
@@ -281,16 +284,13 @@ impl Drop for StreamHandle {
 
 fn decode(
     mut source: Box<dyn FrameSource>,
-    mut gate: Option<f32>,
+    mut gate: Option<MotionGate>,
     queue: &InferQueue<Queued>,
     id: u64,
     cancel: &AtomicBool,
     tx: Sender<Outcome>,
 ) {
     let mut seq = 0u64;
-    // The last frame sent to inference, when gating: later frames are compared with it (not
-    // with their neighbour), so that slow change still adds up to an inference.
-    let mut reference: Option<Vec<u8>> = None;
     let mut last_pts: Option<u64> = None;
     while !cancel.load(Ordering::Relaxed) {
         let started = Instant::now();
@@ -303,26 +303,21 @@ fn decode(
             }
         };
         // After a gap (a reconnect) the scene is compared afresh.
-        if last_pts.is_some_and(|p| frame.pts_ns.saturating_sub(p) > GATE_MAX_GAP_NS) {
-            reference = None;
+        if let Some(gate) = gate.as_mut()
+            && last_pts.is_some_and(|p| frame.pts_ns.saturating_sub(p) > GATE_MAX_GAP_NS)
+        {
+            gate.forget();
         }
         last_pts = Some(frame.pts_ns);
-        if gate.is_some() && frame.device.is_some() {
-            // The gate compares host pixels; frames in GPU memory have none.
-            tracing::warn!(stream = %frame.stream, "motion gating is off for frames decoded into GPU memory");
-            gate = None;
-        }
-        if let Some(threshold) = gate {
-            if reference.as_deref().is_some_and(|r| max_strip_diff(r, &frame.pixels) < threshold) {
-                metrics::counter!("retail_frames_gated_total").increment(1);
-                // Its pixels are not needed any more: a gated frame costs no memory to speak of.
-                let mut frame = frame;
-                frame.pixels = Vec::new();
-                let _ = tx.send(Outcome::Gated { seq, frame, decode: started.elapsed() });
-                seq += 1;
-                continue;
-            }
-            reference = Some(frame.pixels.clone());
+        if gate.as_mut().is_some_and(|g| g.skips(&frame)) {
+            metrics::counter!("retail_frames_gated_total").increment(1);
+            // Its pixels are not needed any more: a gated frame costs no memory to speak of,
+            // and a decoder picture goes back to its pool now.
+            let mut frame = frame;
+            (frame.pixels, frame.device) = (Vec::new(), None);
+            let _ = tx.send(Outcome::Gated { seq, frame, decode: started.elapsed() });
+            seq += 1;
+            continue;
         }
         let item = Queued { frame, decode: started.elapsed(), reply: tx.clone() };
         match queue.push(id, seq, item) {
@@ -332,7 +327,9 @@ fn decode(
                 let _ = tx.send(Outcome::Dropped(old));
                 // The dropped frame may have been the reference: gate against a frame that
                 // is sure to be inferred.
-                reference = None;
+                if let Some(gate) = gate.as_mut() {
+                    gate.forget();
+                }
             }
             Pushed::Closed => return,
         }
@@ -343,26 +340,6 @@ fn decode(
 
 /// A gap in frame times after which motion gating starts afresh (a reconnect, an outage).
 const GATE_MAX_GAP_NS: u64 = 2_000_000_000;
-/// Horizontal strips the frame is cut into for motion gating.
-const GATE_STRIPS: usize = 64;
-
-/// The largest mean absolute difference (0..255) over horizontal strips of two frames: a
-/// person in a small part of the frame moves one strip's mean far more than the whole
-/// frame's. Frames of another size differ fully.
-fn max_strip_diff(a: &[u8], b: &[u8]) -> f32 {
-    if a.len() != b.len() || a.is_empty() {
-        return f32::MAX;
-    }
-    let strip = a.len().div_ceil(GATE_STRIPS);
-    a.chunks(strip)
-        .zip(b.chunks(strip))
-        .map(|(x, y)| {
-            let sum: u64 = x.iter().zip(y).map(|(p, q)| u64::from(p.abs_diff(*q))).sum();
-            (sum as f64 / x.len() as f64) as f32
-        })
-        .fold(0.0, f32::max)
-}
-
 fn infer_worker(queue: &InferQueue<Queued>, mut backend: Box<dyn InferenceBackend>, batching: Batching) {
     while let Some(batch) = queue.pop_batch(batching.max_frames, batching.deadline) {
         metrics::histogram!("retail_inference_batch_frames").record(batch.len() as f64);
@@ -580,31 +557,5 @@ impl Collector {
                 finished,
             });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::max_strip_diff;
-
-    #[test]
-    fn a_small_person_entering_is_motion_but_sensor_noise_is_not() {
-        let (w, h) = (320, 320);
-        let still = vec![100u8; w * h * 3];
-        let noisy: Vec<u8> = still.iter().enumerate().map(|(i, p)| if i % 2 == 0 { p + 1 } else { p - 1 }).collect();
-        assert!(max_strip_diff(&still, &noisy) <= 1.0);
-        // A 40×40 person (1.6 % of the frame) brighter by 60.
-        let mut person = still.clone();
-        for y in 100..140 {
-            for x in 150..190 {
-                for c in 0..3 {
-                    person[(y * w + x) * 3 + c] = 160;
-                }
-            }
-        }
-        let whole_frame_mean = 60.0 * 1600.0 / (w * h) as f32;
-        assert!(whole_frame_mean < 1.0, "a whole-frame mean would miss them: {whole_frame_mean}");
-        assert!(max_strip_diff(&still, &person) > 5.0, "{}", max_strip_diff(&still, &person));
-        assert_eq!(max_strip_diff(&still, &still[..10]), f32::MAX);
     }
 }

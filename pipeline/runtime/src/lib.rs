@@ -18,6 +18,7 @@ mod draw;
 mod engine;
 mod error;
 mod files;
+mod gate;
 mod live;
 mod model;
 mod outputs;

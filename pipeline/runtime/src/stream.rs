@@ -41,9 +41,11 @@ pub struct StreamJob {
     pub start_time_us: i64,
     pub analytics: AnalyticsConfig,
     pub tracker: TrackerConfig,
-    /// Motion gating: a frame whose mean absolute difference (0..255 per byte of the model
-    /// input) from the last frame sent to inference is below this skips inference and reuses
-    /// the previous frame's detections, keeping tracks alive. `None`: every frame is inferred.
+    /// Motion gating: a frame whose mean absolute difference (0..255 per byte of the frame
+    /// handed to the model; of its luma plane for frames in GPU memory) from the last frame
+    /// sent to inference is below this, in every one of 64 bands of the frame, skips inference
+    /// and reuses the previous frame's detections, keeping tracks alive (see `gate.rs`).
+    /// `None`: every frame is inferred.
     pub motion_threshold: Option<f32>,
     /// A gap between two frames longer than this (a live camera's outage) ends every track,
     /// closing its visits when it was last seen, so nobody dwells through an outage and a
@@ -103,6 +105,9 @@ pub(crate) struct ModelFacts {
     pub labels: Vec<String>,
     pub score_threshold: f32,
     pub workers: usize,
+    /// The GPU the sources decode into, when they do: motion gating of their pictures
+    /// runs there.
+    pub gpu: Option<usize>,
 }
 
 impl StreamAnalysis {

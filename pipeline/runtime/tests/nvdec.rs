@@ -35,7 +35,8 @@ fn clip(dir: &std::path::Path) -> PathBuf {
 
 /// H.264 decoding is exact, so NVDEC's pictures in CUDA memory (NV12, the pool's pitch) and
 /// the same frames decoded into host memory (I420, packed) are the same samples: the model
-/// inputs the kernels make of them agree to float rounding, whatever the layouts.
+/// inputs the kernels make of them agree to float rounding, whatever the layouts, and so do
+/// the motion gate's band means against the first frame's luma.
 #[test]
 fn nvdec_pictures_in_cuda_memory_give_the_model_input_of_the_same_frames_in_host_memory() {
     retail_ingest::init().unwrap();
@@ -76,6 +77,8 @@ fn nvdec_pictures_in_cuda_memory_give_the_model_input_of_the_same_frames_in_host
     let mut on_host = FileSource::open(&clip, spec(PixelOrder::I420, None), &config).unwrap();
     let input = model_input(&retail_infer::Manifest::bundled(), Resize::Letterbox, false);
     let mut frames = 0;
+    let mut motion = gpu::LumaGate::new(0).unwrap();
+    let mut first_luma: Option<Vec<u8>> = None;
     while let Some(d) = on_gpu.next_frame().unwrap() {
         let h = on_host.next_frame().unwrap().expect("both sources give every frame");
         let picture = d.device.as_ref().expect("a frame of the CUDA branch carries its picture");
@@ -94,6 +97,19 @@ fn nvdec_pictures_in_cuda_memory_give_the_model_input_of_the_same_frames_in_host
         // In 8-bit levels (the inputs are (v - mean) / std, std at most 58.4).
         let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs() * 58.4).fold(0.0f32, f32::max);
         assert!(worst <= 0.5, "frame {frames} ({:?}): differs by {worst:.2} levels", picture.format);
+        let (size, luma) = ((h.width, h.height), &h.pixels[..(h.width * h.height) as usize]);
+        match &first_luma {
+            None => {
+                motion.keep(picture).unwrap();
+                first_luma = Some(luma.to_vec());
+            }
+            Some(first) => {
+                let sums = retail_kernels::gate::luma_band_sums(luma, h.width as usize, first, size).unwrap();
+                let want = retail_kernels::gate::max_band_mean(&sums, size);
+                let got = motion.difference(picture).unwrap();
+                assert!((got - want).abs() <= 0.01, "frame {frames}: the gate says {got}, the host {want}");
+            }
+        }
         frames += 1;
     }
     assert!(frames >= 10, "{frames} frames decoded into CUDA memory");
