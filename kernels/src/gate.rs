@@ -9,6 +9,14 @@ use crate::KernelError;
 /// Bands of rows the luma plane is cut into (as the engine's host gate cuts frames).
 pub const GATE_BANDS: u32 = 64;
 
+/// Columns of a row one thread of `luma_band_absdiff` sums (`RAI_GATE_SPAN` in gate.cu: the
+/// launch's grid is sized by it, checked equal in the tests).
+pub const GATE_SPAN: u32 = 256;
+
+/// The widest plane the gate takes: far past any decoder's, and small enough that the
+/// kernel's `int` column arithmetic cannot overflow.
+const MAX_WIDTH: usize = 1 << 20;
+
 /// Rows per band for a plane `height` rows high: the last band may be shorter, and a plane
 /// of fewer rows than bands has one-row bands.
 pub fn band_rows(height: u32) -> u32 {
@@ -39,7 +47,7 @@ pub(crate) fn check_plane(
     let (w, h) = (width as usize, height as usize);
     let why = if w == 0 || h == 0 {
         Some(format!("an empty {w}x{h} luma plane"))
-    } else if pitch < w || pitch > i32::MAX as usize || w * h > i32::MAX as usize {
+    } else if pitch < w || pitch > i32::MAX as usize || w * h > i32::MAX as usize || w > MAX_WIDTH {
         Some(format!("pitch {pitch} for a {w}x{h} luma plane"))
     } else if len.is_some_and(|len| len < pitch * (h - 1) + w) {
         Some(format!("{} bytes for a {w}x{h} luma plane at pitch {pitch}", len.unwrap_or(0)))
@@ -87,6 +95,12 @@ mod tests {
         let mut sums = vec![0u64; 64];
         sums[9] = 4 * 30;
         assert_eq!(max_band_mean(&sums, (4, 10)), 30.0);
+    }
+
+    #[test]
+    fn the_launch_and_the_kernel_agree_on_the_span() {
+        let source = crate::KERNELS.iter().find(|k| k.name == "gate.cu").unwrap().translation_unit();
+        assert!(source.contains(&format!("#define RAI_GATE_SPAN {GATE_SPAN}\n")), "gate.cu's span is not GATE_SPAN");
     }
 
     #[test]

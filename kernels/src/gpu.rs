@@ -487,7 +487,7 @@ impl LumaGate {
         self.gpu.stream.memset_zeros(&mut self.sums).map_err(driver("memset"))?;
         let (w, h) = (p.width as i32, p.height as i32);
         let rows = crate::gate::band_rows(p.height) as i32;
-        let spans = p.width.div_ceil(256) * p.height;
+        let spans = p.width.div_ceil(crate::gate::GATE_SPAN) * p.height;
         // SAFETY: `p` is a checked picture in this context, mapped while it lives, with
         // `height` rows of `width` bytes at `luma_pitch`; `reference` holds width x height
         // bytes (same size, checked above); `sums` holds a u64 per band, and every row's band
@@ -506,7 +506,8 @@ impl LumaGate {
                 .launch(grid(spans, 1))
         }
         .map_err(driver("launch"))?;
-        // Synchronises: the picture is not read after this returns.
+        // The picture is not read after this returns.
+        self.gpu.stream.synchronize().map_err(driver("synchronize"))?;
         let sums = self.gpu.stream.clone_dtoh(&self.sums).map_err(driver("download"))?;
         Ok(crate::gate::max_band_mean(&sums, (p.width, p.height)))
     }

@@ -314,7 +314,8 @@ fn gpu_gate_matches_the_host_emulation() {
     let Some(gpu) = device() else { return };
     let mut gate = gpu::LumaGate::new(0).unwrap();
     let mut rng = Rng(0xfeed_6a7e);
-    let (w, h) = (1280, 720);
+    // Not a multiple of the kernel's 256-column span: the last span of each row is short.
+    let (w, h) = (1300, 722);
     let (a, b) = (Planes::random(&mut rng, YuvFormat::Nv12, w, h), Planes::random(&mut rng, YuvFormat::Nv12, w, h));
     let (fa, fb) = (a.frame(), b.frame());
     let ((_ma, pa), (_mb, pb)) = (picture_on_device(&gpu, &fa), picture_on_device(&gpu, &fb));
@@ -328,6 +329,10 @@ fn gpu_gate_matches_the_host_emulation() {
     let small = Planes::random(&mut rng, YuvFormat::Nv12, 640, 360);
     let (_ms, ps) = picture_on_device(&gpu, &small.frame());
     assert_eq!(gate.difference(&ps).unwrap(), f32::MAX, "another size");
+    gate.keep(&ps).unwrap();
+    assert_eq!(gate.difference(&ps).unwrap(), 0.0, "the reference follows a new size");
+    assert_eq!(gate.difference(&pa).unwrap(), f32::MAX);
+    gate.keep(&pa).unwrap();
     let other = DevicePicture { context: pa.context ^ 0x100, ..pa.clone() };
     assert!(gate.difference(&other).unwrap_err().to_string().contains("not this GPU's"));
     gate.forget();

@@ -122,8 +122,11 @@ pub struct CameraConfig {
     #[serde(default = "default_analysis_fps")]
     pub analysis_fps: u32,
     /// Motion gating: a frame that differs from the last inferred one by less than this mean
-    /// absolute difference (0..255 per pixel byte at the model's input size; 1.0–3.0 suits
-    /// a still scene with sensor noise) skips inference and keeps the previous detections.
+    /// absolute difference in every one of 64 bands of rows (0..255 per pixel byte at the
+    /// model's input size on the CPU, where 1.0–3.0 suits a still scene with sensor noise;
+    /// per luma byte at the video's own size on the GPU path, where noise is not averaged
+    /// away by scaling and colour alone does not count) skips inference and keeps the
+    /// previous detections.
     /// 0 (default) infers every analysed frame.
     #[serde(default)]
     pub motion_threshold: f32,

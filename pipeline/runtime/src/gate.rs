@@ -1,9 +1,12 @@
 //! Motion gating (see [`crate::StreamJob::motion_threshold`]): a frame too like the last
 //! frame sent to inference skips inference and takes the detections of the frame before it.
 //! Later frames are compared with that frame, not with their neighbour, so that slow change
-//! still adds up to an inference. Host frames are compared byte for byte in horizontal
-//! strips; frames in GPU memory by their luma plane in bands of rows, on the GPU
-//! (`retail_kernels::gpu::LumaGate`, feature `tensorrt`).
+//! still adds up to an inference. Packed frames (the CPU model's, at its input size) are
+//! compared byte for byte in 64 horizontal strips. Frames at the video's own size in YUV are
+//! compared by their luma plane in 64 bands of rows: host I420 here, pictures in GPU memory
+//! on the GPU (`retail_kernels::gpu::LumaGate`, feature `tensorrt`), so a stream that falls
+//! back from GPU to CPU decoding keeps its sensitivity. The two measures differ: the same
+//! threshold is not the same sensitivity on the CPU model's path and the GPU path.
 
 use retail_core::{DevicePicture, StreamId};
 use retail_ingest::VideoFrame;
@@ -42,12 +45,21 @@ impl MotionGate {
             return self.device.skips(picture, self.threshold, &frame.stream);
         }
         self.device.forget();
-        if self.host.as_deref().is_some_and(|r| max_strip_diff(r, &frame.pixels) < self.threshold) {
+        let compared = compared_bytes(frame);
+        if self.host.as_deref().is_some_and(|r| max_strip_diff(r, compared) < self.threshold) {
             return true;
         }
-        self.host = Some(frame.pixels.clone());
+        self.host = Some(compared.to_vec());
         false
     }
+}
+
+/// What a host frame is compared by: an I420 frame's luma plane (its first width x height
+/// bytes; its length, 1.5 bytes a pixel, tells it from packed 3-byte pixels), so that strips
+/// are bands of rows as on the GPU; else all of a packed frame.
+fn compared_bytes(frame: &VideoFrame) -> &[u8] {
+    let pixels = frame.width as usize * frame.height as usize;
+    if pixels > 0 && frame.pixels.len() == pixels * 3 / 2 { &frame.pixels[..pixels] } else { &frame.pixels }
 }
 
 /// The largest mean absolute difference (0..255) over horizontal strips of two frames: a
@@ -190,5 +202,20 @@ mod tests {
         gate.forget();
         assert!(!gate.skips(&frame(vec![106; 192])));
         assert!(!gate.skips(&frame(vec![106; 48])), "another size");
+    }
+
+    /// I420 frames (the GPU path's host frames) are gated by their luma, as pictures in GPU
+    /// memory are: a change of colour alone is no motion, a change of brightness is.
+    #[test]
+    fn i420_frames_are_compared_by_their_luma() {
+        let i420 = |y: u8, uv: u8| {
+            let mut f = frame([vec![y; 64], vec![uv; 32]].concat());
+            (f.width, f.height) = (8, 8);
+            f
+        };
+        let mut gate = MotionGate::new(3.0, None);
+        assert!(!gate.skips(&i420(100, 128)));
+        assert!(gate.skips(&i420(100, 200)), "chroma only");
+        assert!(!gate.skips(&i420(110, 128)), "brighter");
     }
 }

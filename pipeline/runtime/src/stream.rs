@@ -41,10 +41,11 @@ pub struct StreamJob {
     pub start_time_us: i64,
     pub analytics: AnalyticsConfig,
     pub tracker: TrackerConfig,
-    /// Motion gating: a frame whose mean absolute difference (0..255 per byte of the frame
-    /// handed to the model; of its luma plane for frames in GPU memory) from the last frame
-    /// sent to inference is below this, in every one of 64 bands of the frame, skips inference
-    /// and reuses the previous frame's detections, keeping tracks alive (see `gate.rs`).
+    /// Motion gating: a frame whose mean absolute difference (0..255 per byte of the packed
+    /// frame handed to the CPU model; of the luma plane at the video's size on the GPU path)
+    /// from the last frame sent to inference is below this, in every one of 64 bands of the
+    /// frame, skips inference and reuses the previous frame's detections, keeping tracks
+    /// alive (see `gate.rs`).
     /// `None`: every frame is inferred.
     pub motion_threshold: Option<f32>,
     /// A gap between two frames longer than this (a live camera's outage) ends every track,
