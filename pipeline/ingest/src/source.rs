@@ -734,8 +734,6 @@ mod tests {
         assert!(order.pack(&[0u8; 64], &info("bt601")).is_err(), "CUDA pictures are never packed");
     }
 
-    /// The decoders `decodebin` plugged for the MJPEG clip at `path`, with or without
-    /// `preferred` ones.
     #[test]
     fn a_short_buffer_is_an_error_not_a_panic() {
         let info = info("bt601");
